@@ -1,0 +1,1 @@
+"""Prefect flows: thin wrappers, one task per library stage."""

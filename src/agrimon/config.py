@@ -1,0 +1,72 @@
+"""Run parameters: what a flow takes, validated once at the edge."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agrimon.aoi import DEFAULT_AOI, DEFAULT_MAX_AREA_KM2
+from agrimon.errors import ConfigError
+from agrimon.grid import DEFAULT_TILE_PX
+from agrimon.sources.base import DEFAULT_CHUNK_PX
+from agrimon.indices.masks import DEFAULT_INVALID_SCL
+
+#: The default season: the 2023/24 rainy season in northern Namibia, sowing to harvest.
+DEFAULT_START = date(2023, 11, 1)
+DEFAULT_END = date(2024, 6, 30)
+DEFAULT_OUT = Path("outputs")
+
+SourceName = Literal["demo"]
+
+
+class RunSpec(BaseModel):
+    """Everything one monitor run depends on.
+
+    Attributes:
+        aoi: AOI file (GeoJSON, GeoPackage, Shapefile, zipped Shapefile, KML).
+        start: First day of the period (inclusive).
+        end: Last day of the period (inclusive).
+        source: Scene source name.
+        out: Root folder of products; a run writes ``out/<aoi>/<start>_<end>/``.
+        tile_px: Tile side in pixels.
+        chunk_px: Dask chunk side in pixels (bounds memory).
+        max_area_km2: Largest AOI accepted.
+        invalid_scl: SCL classes masked as not clear.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    aoi: Path = DEFAULT_AOI
+    start: date = DEFAULT_START
+    end: date = DEFAULT_END
+    source: SourceName = "demo"
+    out: Path = DEFAULT_OUT
+    tile_px: int = Field(default=DEFAULT_TILE_PX, ge=64, le=10980)
+    chunk_px: int = Field(default=DEFAULT_CHUNK_PX, ge=64, le=4096)
+    max_area_km2: float = Field(default=DEFAULT_MAX_AREA_KM2, gt=0)
+    invalid_scl: tuple[int, ...] = DEFAULT_INVALID_SCL
+
+    @model_validator(mode="after")
+    def _period_is_ordered(self) -> RunSpec:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}: swap --start and --end")
+        return self
+
+    @property
+    def period(self) -> str:
+        """The period as ``start_end`` (the product folder's name)."""
+        return f"{self.start.isoformat()}_{self.end.isoformat()}"
+
+
+def make_spec(**params: object) -> RunSpec:
+    """Build a :class:`RunSpec`, turning validation errors into one-line ConfigErrors."""
+    try:
+        return RunSpec.model_validate(params)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "run parameters"
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"invalid {where}: {msg}") from err

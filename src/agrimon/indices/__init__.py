@@ -1,0 +1,1 @@
+"""Index stage: masks, spectral indices and temporal composites (xarray + dask)."""

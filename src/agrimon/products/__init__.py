@@ -1,0 +1,1 @@
+"""Product writers: COGs, STAC catalog and manifest."""

@@ -1,0 +1,86 @@
+"""STAC catalog of a run's products (self-contained, relative links)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+
+import pystac
+from pystac.extensions.projection import ProjectionExtension
+from shapely.geometry import mapping
+from shapely.geometry.base import BaseGeometry
+
+from agrimon.products.cog import Layer
+
+
+@dataclass(frozen=True, eq=False)
+class ZoneProducts:
+    """The product files of one UTM zone of a run."""
+
+    epsg: int
+    footprint: BaseGeometry  # lon/lat
+    shape: tuple[int, int]
+    transform: Sequence[float]
+    files: Mapping[str, Path]  # layer name -> file inside the run folder
+
+
+def write_catalog(
+    folder: Path,
+    *,
+    run_id: str,
+    title: str,
+    start: date,
+    end: date,
+    zones: Sequence[ZoneProducts],
+    layers: Mapping[str, Layer],
+) -> Path:
+    """Write ``catalog.json`` with one item per zone and one asset per product file.
+
+    Args:
+        folder: The run folder (products already in it).
+        run_id: Catalog id.
+        title: Catalog title.
+        start: First day of the period.
+        end: Last day of the period.
+        zones: Products per UTM zone.
+        layers: Description of each product by name.
+
+    Returns:
+        Path of ``catalog.json``.
+    """
+    catalog = pystac.Catalog(id=run_id, description=title, title=title)
+    for zone in zones:
+        geom = mapping(zone.footprint)
+        item = pystac.Item(
+            id=f"{run_id}-{zone.epsg}",
+            geometry=geom,
+            bbox=list(zone.footprint.bounds),
+            datetime=None,
+            start_datetime=datetime.combine(start, time.min, tzinfo=UTC),
+            end_datetime=datetime.combine(end, time.max, tzinfo=UTC),
+            properties={"agrimon:period": f"{start.isoformat()}/{end.isoformat()}"},
+        )
+        proj = ProjectionExtension.ext(item, add_if_missing=True)
+        proj.epsg = zone.epsg
+        proj.shape = list(zone.shape)
+        proj.transform = list(zone.transform)
+        for name, path in zone.files.items():
+            layer = layers[name]
+            item.add_asset(
+                name,
+                pystac.Asset(
+                    href=str(path.resolve()),
+                    media_type=pystac.MediaType.COG,
+                    title=layer.title,
+                    roles=["data"],
+                    extra_fields={"agrimon:units": layer.units},
+                ),
+            )
+        catalog.add_item(item)
+    catalog.normalize_hrefs(str(folder.resolve() / "catalog.json"))
+    # Relative asset links keep the folder valid after it is renamed into place or copied.
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    return folder / "catalog.json"

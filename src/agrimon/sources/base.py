@@ -1,0 +1,84 @@
+"""The one protocol every scene source implements, and the scene-stack convention.
+
+A source answers two questions for a tile and a period: which acquisitions exist
+(:meth:`Source.find_scenes`, cheap, used by ``agrimon plan``) and what their pixels are
+(:meth:`Source.load`, lazy: it returns a dask-backed scene stack and reads nothing yet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Protocol, runtime_checkable
+
+import xarray as xr
+
+from agrimon.grid import Tile
+
+#: Reflectance bands of a scene stack, by STAC common name, in spectral order.
+BANDS: tuple[str, ...] = (
+    "blue",
+    "green",
+    "red",
+    "rededge1",
+    "rededge2",
+    "rededge3",
+    "nir",
+    "nir08",
+    "swir16",
+    "swir22",
+)
+#: Scene classification layer (Sen2Cor SCL codes), uint8.
+SCL = "scl"
+#: What ``Source.load`` returns unless asked otherwise: every band, and SCL where it exists.
+ALL_BANDS: tuple[str, ...] = (*BANDS, SCL)
+#: Default spatial chunk of scene stacks, in pixels.
+DEFAULT_CHUNK_PX = 512
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One acquisition of one tile, as found by a source.
+
+    Attributes:
+        id: Scene identifier as the source names it.
+        time: Acquisition time (UTC, naive).
+        cloud_cover: Cloud cover of the scene in percent, when known.
+    """
+
+    id: str
+    time: datetime
+    cloud_cover: float | None = None
+
+
+@runtime_checkable
+class Source(Protocol):
+    """What the pipeline needs from a source of Sentinel-2 scenes."""
+
+    name: str
+
+    def find_scenes(self, tile: Tile, start: date, end: date) -> tuple[Scene, ...]:
+        """Acquisitions covering ``tile`` between ``start`` and ``end`` (inclusive)."""
+        ...
+
+    def load(
+        self,
+        tile: Tile,
+        scenes: Sequence[Scene],
+        *,
+        bands: Sequence[str] = ALL_BANDS,
+        chunk_px: int = DEFAULT_CHUNK_PX,
+    ) -> xr.Dataset:
+        """Lazy scene stack of ``tile.geobox`` for ``scenes``.
+
+        Returns:
+            Dataset with dims ``(time, y, x)``: one float32 reflectance variable per
+            requested band, plus ``scl`` (uint8) where the source has it; CRS set,
+            dask-chunked ``(1, chunk_px, chunk_px)``.
+        """
+        ...
+
+    def describe(self) -> dict[str, str]:
+        """Endpoint and settings to show the user and record in the manifest."""
+        ...
