@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -109,6 +110,8 @@ def run(
 ) -> None:
     """Run the monitor flow; the last line printed is the product folder."""
     spec = _guard(lambda: _spec(aoi, start, end, source, out, max_area, tile_px, chunk_px))
+    # No usage telemetry from the temporary Prefect server: agencies may be on metered links.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Imported here: Prefect is slow to import and not needed by `plan` or `--help`.
     from agrimon_flows.monitor import monitor
 
@@ -138,7 +141,7 @@ def plan(
 
     spec = _guard(lambda: _spec(aoi, start, end, source, out, max_area, tile_px, chunk_px))
     run_plan = _guard(lambda: make_plan(spec))
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     zones = ", ".join(f"{e} (UTM {e % 100}{'N' if e // 100 == 326 else 'S'})" for e in run_plan.zones)
     summary = Table(show_header=False, box=None, pad_edge=False)
     summary.add_row("AOI", f"{run_plan.aoi.path} ({run_plan.aoi.name}, {len(run_plan.aoi.zones)} zones)")
