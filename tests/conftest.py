@@ -36,5 +36,4 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunPlan, Path]:
     """Plan and product folder of the small demo run, made once with the library stages."""
     spec = demo_spec(tmp_path_factory.mktemp("demo-run"))
     plan = stages.make_plan(spec)
-    results = [stages.composite_tile(spec, tp.tile, stages.load_stack(spec, tp)) for tp in plan.tiles]
-    return plan, stages.write_products(plan, results)
+    return plan, stages.run_monitor(spec)

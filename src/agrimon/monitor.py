@@ -175,3 +175,10 @@ def _union_bounds(bounds: Sequence[tuple[float, float, float, float]]) -> tuple[
         max(b[2] for b in bounds),
         max(b[3] for b in bounds),
     )
+
+
+def run_monitor(spec: RunSpec) -> Path:
+    """The whole monitor run without Prefect (library use, tests); returns the product folder."""
+    plan = make_plan(spec)
+    results = [composite_tile(spec, tp.tile, load_stack(spec, tp)) for tp in plan.tiles]
+    return write_products(plan, results)
