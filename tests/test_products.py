@@ -1,0 +1,151 @@
+"""Products of a demo run: COG values against a hand computation, catalog, manifest, atomicity."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pystac
+import pytest
+import rasterio
+import rasterio.warp
+from rasterio.features import rasterize
+
+from agrimon import monitor as stages
+from agrimon.grid import from_lonlat, geobox_for
+from agrimon.plan import RunPlan
+from agrimon.products.folder import staged_folder
+from agrimon.products.manifest import sha256_file
+from agrimon.sources.demo import render_stack
+
+from .conftest import DEMO_END, DEMO_START, demo_spec
+
+
+def _hand_composites(plan: RunPlan, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Median NDVI and clear count computed with plain numpy on the COG's own grid."""
+    with rasterio.open(path) as src:
+        grid = geobox_for(tuple(src.bounds), src.crs.to_epsg(), src.res[0])
+    times = [s.time for s in plan.tiles[0].scenes]
+    ds = render_stack(grid, times, bands=("red", "nir", "scl")).compute()
+    red, nir, scl = ds["red"].values, ds["nir"].values, ds["scl"].values
+    clear = ~np.isin(scl, (0, 1, 3, 8, 9, 10))
+    nd = np.where(clear, (nir - red) / (nir + red), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(nd, axis=0)
+    inside = rasterize([from_lonlat(plan.aoi.geometry, 32734)], out_shape=grid.shape, transform=grid.affine) == 1
+    return np.where(inside, med, np.nan), np.where(inside, clear.sum(axis=0), 65535)
+
+
+def test_cog_values_equal_hand_computation(demo_run: tuple[RunPlan, Path]) -> None:
+    plan, folder = demo_run
+    assert folder == demo_spec(folder.parents[1]).out / "grootfontein" / f"{DEMO_START}_{DEMO_END}"
+    assert len(plan.tiles) > 4  # 512 px tiles: the mosaic has seams inside
+    med, count = _hand_composites(plan, folder / "ndvi_median.tif")
+    with rasterio.open(folder / "ndvi_median.tif") as src:
+        got = src.read(1)
+        assert np.isnan(src.nodata)
+    with rasterio.open(folder / "clear_count.tif") as src:
+        got_count = src.read(1)
+        assert src.nodata == 65535 and src.dtypes[0] == "uint16"
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(med))
+    np.testing.assert_allclose(got, med, atol=1e-6, equal_nan=True)
+    np.testing.assert_array_equal(got_count, count)
+    # The AOI is ~98.5 km²: that many 100 m² pixels inside, within the edge effects.
+    assert np.count_nonzero(~np.isnan(got)) * 100 / 1e6 == pytest.approx(plan.aoi.area_km2, rel=0.01)
+    # Rainy-season savanna with fields: a plausible median NDVI.
+    assert 0.3 < float(np.nanmedian(got)) < 0.75
+
+
+def test_cogs_are_cloud_optimised_and_georeferenced(demo_run: tuple[RunPlan, Path]) -> None:
+    plan, folder = demo_run
+    west, south, east, north = plan.aoi.geometry.bounds
+    for name, layer in stages.LAYERS.items():
+        with rasterio.open(folder / f"{name}.tif") as src:
+            assert src.crs.to_epsg() == 32734
+            assert src.res == (10.0, 10.0)
+            assert src.transform.c % 10 == 0 and src.transform.f % 10 == 0
+            assert src.profile["tiled"] and src.block_shapes[0] == (512, 512)
+            assert src.overviews(1) == [2]
+            assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+            assert src.compression.name == "deflate"
+            assert src.descriptions == (layer.title,)
+            assert src.units == (layer.units,)
+            assert src.tags()["PERIOD"] == f"{DEMO_START}/{DEMO_END}"
+            # The raster's lon/lat box holds the AOI; the UTM grid is turned ~1° from the meridians.
+            w, s, e, n = rasterio.warp.transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+            assert w <= west and s <= south and e >= east and n >= north
+            assert (e - w) * (n - s) < (east - west) * (north - south) * 1.1
+
+
+def test_catalog_lists_every_product(demo_run: tuple[RunPlan, Path]) -> None:
+    plan, folder = demo_run
+    cat = pystac.Catalog.from_file(str(folder / "catalog.json"))
+    items = list(cat.get_items())
+    assert len(items) == 1
+    item = items[0]
+    assert item.properties["proj:code"] == "EPSG:32734" or item.properties.get("proj:epsg") == 32734
+    assert set(item.assets) == set(stages.LAYERS)
+    for key, asset in item.assets.items():
+        href = Path(asset.get_absolute_href() or "")
+        assert href == (folder / f"{key}.tif").resolve()
+        assert asset.media_type == pystac.MediaType.COG
+    assert item.common_metadata.start_datetime is not None
+    assert item.common_metadata.start_datetime.date() == DEMO_START
+    assert item.bbox == pytest.approx(list(plan.aoi.geometry.bounds), abs=1e-6)
+    # Links are relative: the folder stays valid when moved.
+    raw = json.loads((folder / "catalog.json").read_text())
+    assert all(not link["href"].startswith("/") for link in raw["links"])
+
+
+def test_manifest_records_inputs_scenes_and_checksums(demo_run: tuple[RunPlan, Path]) -> None:
+    plan, folder = demo_run
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["flow"] == "monitor"
+    assert manifest["parameters"]["start"] == str(DEMO_START)
+    assert manifest["parameters"]["tile_px"] == 512
+    assert manifest["aoi"]["sha256"] == sha256_file(plan.aoi.path)
+    assert "Central rangeland" in manifest["aoi"]["zones"]
+    assert manifest["source"]["name"] == "demo"
+    assert [t["id"] for t in manifest["tiles"]] == [t.tile.id for t in plan.tiles]
+    assert len(manifest["tiles"][0]["scenes"]) == 18  # Jan–Mar 2024, every 5 days
+    assert manifest["code"]["agrimon"]
+    for name in ("ndvi_median.tif", "clear_count.tif", "catalog.json"):
+        assert manifest["files"][name]["sha256"] == sha256_file(folder / name)
+
+
+def test_a_crashed_run_leaves_no_product_and_keeps_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = demo_spec(tmp_path).model_copy(update={"end": date(2024, 1, 10)})
+    first = stages.run_monitor(spec)
+    before = sha256_file(first / "ndvi_median.tif")
+
+    def boom(*args: object, **kwargs: object) -> Path:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(stages, "write_catalog", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        stages.run_monitor(spec)
+    # The earlier complete run is untouched and no partial folder is left beside it.
+    assert sorted(p.name for p in first.parent.iterdir()) == [first.name]
+    assert sha256_file(first / "ndvi_median.tif") == before
+    assert (first / "manifest.json").exists() and (first / "catalog.json").exists()
+
+
+def test_staged_folder_replaces_a_previous_run_only_when_complete(tmp_path: Path) -> None:
+    final = tmp_path / "aoi" / "period"
+    with staged_folder(final) as stage:
+        (stage / "a.txt").write_text("one")
+        assert not final.exists()
+    assert (final / "a.txt").read_text() == "one"
+    with staged_folder(final) as stage:
+        (stage / "a.txt").write_text("two")
+        assert (final / "a.txt").read_text() == "one"
+    assert (final / "a.txt").read_text() == "two"
+    assert sorted(p.name for p in final.parent.iterdir()) == ["period"]
+
+
