@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -15,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agrimon import __version__
-from agrimon.aoi import DEFAULT_AOI, DEFAULT_MAX_AREA_KM2
+from agrimon.aoi import DEFAULT_AOI, DEFAULT_MAX_AREA_KM2, read_aoi
 from agrimon.config import DEFAULT_END, DEFAULT_OUT, DEFAULT_START, RunSpec, make_spec
 from agrimon.errors import AgrimonError
 from agrimon.grid import DEFAULT_TILE_PX
@@ -75,6 +76,25 @@ def _guard(action: Callable[[], T]) -> T:
         raise typer.Exit(code=err.exit_code) from None
 
 
+class _NoTracebackForUserErrors(logging.Filter):
+    """Drop the traceback from log records of errors the user can fix (one line is enough)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], AgrimonError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_user_errors() -> None:
+    """Filter the console handlers Prefect puts on the root logger when it is imported.
+
+    The Prefect server and UI still receive the full tracebacks.
+    """
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_NoTracebackForUserErrors())
+
+
 def _spec(
     aoi: Path | None,
     start: datetime | None,
@@ -110,12 +130,16 @@ def run(
 ) -> None:
     """Run the monitor flow; the last line printed is the product folder."""
     spec = _guard(lambda: _spec(aoi, start, end, source, out, max_area, tile_px, chunk_px))
+    # Check the AOI before starting Prefect: a bad file is answered in a second, not ten.
+    _guard(lambda: read_aoi(spec.aoi, max_area_km2=spec.max_area_km2))
     # No usage telemetry from the temporary Prefect server: agencies may be on metered links.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Imported here: Prefect is slow to import and not needed by `plan` or `--help`.
     from agrimon_flows.monitor import monitor
 
     from agrimon.progress import DaskProgress
+
+    _quiet_user_errors()
 
     def go() -> Path:
         with DaskProgress(err_console, "monitor"):
