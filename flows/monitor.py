@@ -7,6 +7,7 @@ lazy dask-backed objects, so nothing is computed until the products task writes 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import xarray as xr
 from prefect import flow, task
@@ -54,6 +55,7 @@ def monitor(spec: RunSpec) -> Path:
     plan = plan_tiles(spec)
     results = []
     for tile_plan in plan.tiles:
-        stack = load_stack(spec, tile_plan)
+        # mypy matches Dataset (dynamic attributes) to Prefect's coroutine overload: say it.
+        stack = cast(xr.Dataset, load_stack(spec, tile_plan))
         results.append(composite(spec, tile_plan, stack))
     return write_products(plan, results)

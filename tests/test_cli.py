@@ -20,7 +20,10 @@ AGRIMON = Path(sys.executable).parent / "agrimon"
 
 
 def _feature_collection(*geoms: dict[str, object]) -> str:
-    features = [{"type": "Feature", "properties": {"name": f"f{i}"}, "geometry": g} for i, g in enumerate(geoms)]
+    features = [
+        {"type": "Feature", "properties": {"name": f"f{i}"}, "geometry": g}
+        for i, g in enumerate(geoms)
+    ]
     return json.dumps({"type": "FeatureCollection", "features": features})
 
 
@@ -33,7 +36,10 @@ BAD_AOIS: dict[str, tuple[str | None, str]] = {
     "missing": (None, "does not exist"),
     "garbage": ("this is not json {", "GeoJSON"),
     "points": (_feature_collection({"type": "Point", "coordinates": [18.2, -19.6]}), "polygon"),
-    "empty": (_feature_collection(_square(18.2, -19.6, 0.01), {"type": "Polygon", "coordinates": []}), "empty"),
+    "empty": (
+        _feature_collection(_square(18.2, -19.6, 0.01), {"type": "Polygon", "coordinates": []}),
+        "empty",
+    ),
     "outside": (_feature_collection(_square(200.0, -19.6, 0.01)), "lon/lat"),
     "swapped": (_feature_collection(_square(15.0, 100.0, 0.01)), "swapped"),
     "too-large": (_feature_collection(_square(15.0, -25.0, 5.0)), "--max-area"),
@@ -78,7 +84,9 @@ def test_plan_of_the_default_aoi() -> None:
 
 
 @pytest.mark.parametrize("command", ["plan", "run"])
-def test_bad_aoi_is_one_line_and_exit_2(command: str, bad_aoi: tuple[Path, str], tmp_path: Path) -> None:
+def test_bad_aoi_is_one_line_and_exit_2(
+    command: str, bad_aoi: tuple[Path, str], tmp_path: Path
+) -> None:
     path, needle = bad_aoi
     out = tmp_path / "products"
     result = runner.invoke(app, [command, str(path), "--out", str(out)])
@@ -96,7 +104,8 @@ def test_reversed_period_is_a_config_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["plan", "--start", "2024-05-01", "--end", "2024-01-01"])
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        "error: invalid run parameters: end 2024-01-01 is before start 2024-05-01: swap --start and --end"
+        "error: invalid run parameters: end 2024-01-01 is before start 2024-05-01: "
+        "swap --start and --end"
     )
 
 
@@ -110,7 +119,16 @@ def test_malformed_date_exits_2() -> None:
 def test_run_from_the_command_line(tmp_path: Path) -> None:
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
     proc = subprocess.run(
-        [str(AGRIMON), "run", "--start", "2024-02-01", "--end", "2024-02-15", "--out", str(tmp_path / "out")],
+        [
+            str(AGRIMON),
+            "run",
+            "--start",
+            "2024-02-01",
+            "--end",
+            "2024-02-15",
+            "--out",
+            str(tmp_path / "out"),
+        ],
         capture_output=True,
         text=True,
         env=env,

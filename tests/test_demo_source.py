@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from itertools import pairwise
 
 import dask.array as da
 import numpy as np
@@ -45,7 +46,7 @@ def test_is_a_source_with_five_day_revisit() -> None:
     found = src.find_scenes(tile, date(2024, 1, 1), date(2024, 1, 31))
     days = [s.time.date() for s in found]
     assert len(found) == 6
-    assert all((b - a) == timedelta(days=5) for a, b in zip(days, days[1:], strict=False))
+    assert all((b - a) == timedelta(days=5) for a, b in pairwise(days))
     assert all(s.id == f"DEMO_S2_L2A_{s.time:%Y%m%d}_{tile.id}" for s in found)
     # The overpass is 10:30 local solar time at the zone's central meridian (21°E): 09:06 UTC.
     assert found[0].time.hour == 9 and found[0].time.minute == 6
@@ -86,8 +87,12 @@ def test_adjacent_tiles_agree_on_their_shared_edge() -> None:
     right = Tile(32734, 81, 3057, size=256)
     src = DemoSource()
     found = src.find_scenes(left, WET, WET + timedelta(days=5))
-    assert [s.time for s in found] == [s.time for s in src.find_scenes(right, WET, WET + timedelta(days=5))]
-    both = geobox_for((left.bounds[0], left.bounds[1], right.bounds[2], right.bounds[3]), 32734, 10.0)
+    assert [s.time for s in found] == [
+        s.time for s in src.find_scenes(right, WET, WET + timedelta(days=5))
+    ]
+    both = geobox_for(
+        (left.bounds[0], left.bounds[1], right.bounds[2], right.bounds[3]), 32734, 10.0
+    )
     times = [s.time for s in found]
     whole = render_stack(both, times).compute()
     a = src.load(left, found).compute()
@@ -134,7 +139,11 @@ def _clear(scenes: xr.Dataset, t: int) -> np.ndarray:
 
 def test_cover_types_have_their_spectra(scenes: xr.Dataset, cover: np.ndarray) -> None:
     fractions = {synth.CLASS_NAMES[k]: float((cover == k).mean()) for k in synth.CLASS_NAMES}
-    assert fractions["crop"] > 0.1 and fractions["grassland"] > 0.1 and fractions["woody shrubs"] > 0.05
+    assert (
+        fractions["crop"] > 0.1
+        and fractions["grassland"] > 0.1
+        and fractions["woody shrubs"] > 0.05
+    )
     nd = ndvi(scenes).values
 
     def mean(var: np.ndarray, t: int, cls: int) -> float:
@@ -234,7 +243,11 @@ def test_field_yield_is_visible_in_the_rendered_ndvi() -> None:
     for i, fid in enumerate(fields["field_id"]):
         inside = ids == i + 1
         if inside.sum() > 1000:
-            per_date = [np.nanmean(nd[t][inside]) for t in range(len(days)) if np.isfinite(nd[t][inside]).mean() > 0.8]
+            per_date = [
+                np.nanmean(nd[t][inside])
+                for t in range(len(days))
+                if np.isfinite(nd[t][inside]).mean() > 0.8
+            ]
             measured.append(max(per_date))
             truth.append(float(yields[fid]))
     assert len(measured) >= 10

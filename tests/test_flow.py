@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from agrimon_flows.monitor import monitor
+from flows.monitor import monitor
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.testing.utilities import prefect_test_harness
@@ -37,13 +37,18 @@ def test_monitor_flow_run_writes_the_same_products(
     assert folder == tmp_path / "grootfontein" / spec.period
     # Pixels through Prefect equal the library run's, which test_products checks by hand.
     for name in ("ndvi_median", "clear_count"):
-        with rasterio.open(folder / f"{name}.tif") as a, rasterio.open(library_folder / f"{name}.tif") as b:
+        with (
+            rasterio.open(folder / f"{name}.tif") as a,
+            rasterio.open(library_folder / f"{name}.tif") as b,
+        ):
             assert a.transform == b.transform and a.crs == b.crs
             np.testing.assert_array_equal(a.read(1), b.read(1))
     # One task per stage: plan, then load and composite per tile, then products.
+    flow_run_id = state.state_details.flow_run_id
+    assert flow_run_id is not None
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
         )
     names = sorted(r.name.rsplit("-", 1)[0] for r in runs)
     n = len(plan.tiles)
@@ -58,11 +63,14 @@ def test_monitor_flow_run_writes_the_same_products(
 def test_monitor_flow_fails_cleanly_on_a_bad_aoi(harness: None, tmp_path: Path) -> None:
     bad = tmp_path / "lines.geojson"
     bad.write_text(
-        '{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"name": "road"},'
+        '{"type": "FeatureCollection", "features": [{"type": "Feature", '
+        '"properties": {"name": "road"},'
         ' "geometry": {"type": "LineString", "coordinates": [[18.1, -19.6], [18.2, -19.5]]}}]}'
     )
     spec = demo_spec(tmp_path).model_copy(update={"aoi": bad})
     state = monitor(spec, return_state=True)
     assert state.is_failed()
-    assert "no polygon" in str(state.message) or "polygon" in repr(state.result(raise_on_failure=False))
+    assert "no polygon" in str(state.message) or "polygon" in repr(
+        state.result(raise_on_failure=False)
+    )
     assert not (tmp_path / "lines").exists()

@@ -41,15 +41,26 @@ def test_snap_bounds_grows_to_the_10m_grid() -> None:
         211080.0,
         7833780.0,
     )
-    assert snap_bounds((5.0, 5.0, 95.0, 95.0), 10.0, within=(0.0, 0.0, 50.0, 50.0)) == (0.0, 0.0, 50.0, 50.0)
+    assert snap_bounds((5.0, 5.0, 95.0, 95.0), 10.0, within=(0.0, 0.0, 50.0, 50.0)) == (
+        0.0,
+        0.0,
+        50.0,
+        50.0,
+    )
 
 
 def test_default_aoi_tiles() -> None:
     tiles = plan_tiles(box(18.15, -19.66, 18.245, -19.57))
     # 10 km fits in 1024 px tiles (10.24 km) but straddles one column and one row border.
-    assert [t.id for t in tiles] == ["34S_0019_0765", "34S_0020_0765", "34S_0019_0764", "34S_0020_0764"]
+    assert [t.id for t in tiles] == [
+        "34S_0019_0765",
+        "34S_0020_0765",
+        "34S_0019_0764",
+        "34S_0020_0764",
+    ]
     t = tiles[2]
     assert t.bounds == (19 * 10240.0, 764 * 10240.0, 20 * 10240.0, 765 * 10240.0)
+    assert t.geobox.crs is not None
     assert t.geobox.crs.epsg == 32734
     assert t.geobox.affine.a == 10.0 and t.geobox.affine.e == -10.0
     # The loaded area is the footprint's bounding box, on the 10 m grid, inside the tile.
@@ -102,15 +113,13 @@ def _assert_exact_cover(aoi: BaseGeometry, tile_px: int) -> None:
 
 @st.composite
 def polygons(draw: st.DrawFn) -> Polygon:
-    """Random convex-ish polygons of a few km to ~60 km, often across a zone border or the equator."""
+    """Random convex polygons of a few km to ~60 km, often across a zone border or the equator."""
     lon = draw(st.sampled_from([17.8, 18.0, 23.9, 36.0, -0.1, 100.0]))
     lat = draw(st.sampled_from([-19.6, -0.2, 0.0, 45.0]))
     cx = lon + draw(st.floats(-0.3, 0.3))
     cy = lat + draw(st.floats(-0.3, 0.3))
     n = draw(st.integers(3, 8))
-    pts = [
-        (cx + draw(st.floats(-0.3, 0.3)), cy + draw(st.floats(-0.3, 0.3))) for _ in range(n)
-    ]
+    pts = [(cx + draw(st.floats(-0.3, 0.3)), cy + draw(st.floats(-0.3, 0.3))) for _ in range(n)]
     hull = shapely.convex_hull(shapely.MultiPoint(pts))
     if hull.geom_type != "Polygon" or hull.area < 1e-4:
         hull = box(cx - 0.05, cy - 0.05, cx + 0.05, cy + 0.05)

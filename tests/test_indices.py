@@ -84,11 +84,15 @@ def test_median_composite_is_lazy_and_chunk_independent() -> None:
     rng = np.random.default_rng(7)
     values = rng.random((9, 40, 30)).astype(np.float32)
     values[rng.random(values.shape) < 0.4] = np.nan
-    arr = xr.DataArray(da.from_array(values, chunks=(1, 16, 16)), dims=("time", "y", "x"), name="ndvi")
+    arr = xr.DataArray(
+        da.from_array(values, chunks=(1, 16, 16)), dims=("time", "y", "x"), name="ndvi"
+    )
     out = median(arr)
     assert isinstance(out.data, da.Array)
     assert out.name == "ndvi_median"
     assert out.data.chunks[0] == (16, 16, 8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        np.testing.assert_allclose(out.values, np.nanmedian(values, axis=0), equal_nan=True, rtol=1e-6)
+        np.testing.assert_allclose(
+            out.values, np.nanmedian(values, axis=0), equal_nan=True, rtol=1e-6
+        )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import date
 import warnings
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,12 @@ def _hand_composites(plan: RunPlan, path: Path) -> tuple[np.ndarray, np.ndarray]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         med = np.nanmedian(nd, axis=0)
-    inside = rasterize([from_lonlat(plan.aoi.geometry, 32734)], out_shape=grid.shape, transform=grid.affine) == 1
+    inside = (
+        rasterize(
+            [from_lonlat(plan.aoi.geometry, 32734)], out_shape=grid.shape, transform=grid.affine
+        )
+        == 1
+    )
     return np.where(inside, med, np.nan), np.where(inside, clear.sum(axis=0), 65535)
 
 
@@ -55,7 +60,9 @@ def test_cog_values_equal_hand_computation(demo_run: tuple[RunPlan, Path]) -> No
     np.testing.assert_allclose(got, med, atol=1e-6, equal_nan=True)
     np.testing.assert_array_equal(got_count, count)
     # The AOI is ~98.5 km²: that many 100 m² pixels inside, within the edge effects.
-    assert np.count_nonzero(~np.isnan(got)) * 100 / 1e6 == pytest.approx(plan.aoi.area_km2, rel=0.01)
+    assert np.count_nonzero(~np.isnan(got)) * 100 / 1e6 == pytest.approx(
+        plan.aoi.area_km2, rel=0.01
+    )
     # Rainy-season savanna with fields: a plausible median NDVI.
     assert 0.3 < float(np.nanmedian(got)) < 0.75
 
@@ -147,5 +154,3 @@ def test_staged_folder_replaces_a_previous_run_only_when_complete(tmp_path: Path
         assert (final / "a.txt").read_text() == "one"
     assert (final / "a.txt").read_text() == "two"
     assert sorted(p.name for p in final.parent.iterdir()) == ["period"]
-
-

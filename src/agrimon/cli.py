@@ -7,7 +7,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -25,25 +25,38 @@ from agrimon.sources.base import DEFAULT_CHUNK_PX
 
 app = typer.Typer(
     name="agrimon",
-    help="Open agri-monitoring from Sentinel-2: vegetation, bush encroachment and yields, ready for QGIS.",
+    help="Agri-monitoring from Sentinel-2: vegetation, bush encroachment and yields, for QGIS.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 err_console = Console(stderr=True)
 T = TypeVar("T")
+_START = datetime.combine(DEFAULT_START, datetime.min.time())
+_END = datetime.combine(DEFAULT_END, datetime.min.time())
 
 AoiArg = Annotated[
     Path | None,
-    typer.Argument(help="AOI file (GeoJSON, GeoPackage, Shapefile, zipped Shapefile, KML). Default: the shipped Grootfontein farmland."),
+    typer.Argument(
+        help="AOI file (GeoJSON, GeoPackage, Shapefile, zipped Shapefile, KML). "
+        "Default: the shipped Grootfontein farmland."
+    ),
 ]
-StartOpt = Annotated[datetime, typer.Option("--start", formats=["%Y-%m-%d"], help="First day (YYYY-MM-DD).")]
-EndOpt = Annotated[datetime, typer.Option("--end", formats=["%Y-%m-%d"], help="Last day (YYYY-MM-DD), inclusive.")]
+StartOpt = Annotated[
+    datetime, typer.Option("--start", formats=["%Y-%m-%d"], help="First day (YYYY-MM-DD).")
+]
+EndOpt = Annotated[
+    datetime, typer.Option("--end", formats=["%Y-%m-%d"], help="Last day (YYYY-MM-DD), inclusive.")
+]
 SourceOpt = Annotated[str, typer.Option("--source", help=f"Scene source: {', '.join(SOURCES)}.")]
-OutOpt = Annotated[Path, typer.Option("--out", help="Root folder of products: <out>/<aoi>/<start>_<end>/.")]
+OutOpt = Annotated[
+    Path, typer.Option("--out", help="Root folder of products: <out>/<aoi>/<start>_<end>/.")
+]
 MaxAreaOpt = Annotated[float, typer.Option("--max-area", help="Largest AOI accepted, km².")]
 TileOpt = Annotated[int, typer.Option("--tile-px", help="Tile side in pixels (10 m).")]
-ChunkOpt = Annotated[int, typer.Option("--chunk-px", help="Dask chunk side in pixels; bounds memory.")]
+ChunkOpt = Annotated[
+    int, typer.Option("--chunk-px", help="Dask chunk side in pixels; bounds memory.")
+]
 
 
 def _version(value: bool) -> None:
@@ -55,14 +68,19 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Plan and run agrimon flows."""
     warnings.showwarning = _show_warning
 
 
-def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+def _show_warning(
+    message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
+) -> None:
     """One line per warning on stderr, without a traceback-like source line."""
     err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
 
@@ -120,8 +138,8 @@ def _spec(
 @app.command()
 def run(
     aoi: AoiArg = None,
-    start: StartOpt = datetime.combine(DEFAULT_START, datetime.min.time()),
-    end: EndOpt = datetime.combine(DEFAULT_END, datetime.min.time()),
+    start: StartOpt = _START,
+    end: EndOpt = _END,
     source: SourceOpt = "demo",
     out: OutOpt = DEFAULT_OUT,
     max_area: MaxAreaOpt = DEFAULT_MAX_AREA_KM2,
@@ -135,7 +153,7 @@ def run(
     # No usage telemetry from the temporary Prefect server: agencies may be on metered links.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Imported here: Prefect is slow to import and not needed by `plan` or `--help`.
-    from agrimon_flows.monitor import monitor
+    from flows.monitor import monitor
 
     from agrimon.progress import DaskProgress
 
@@ -143,7 +161,8 @@ def run(
 
     def go() -> Path:
         with DaskProgress(err_console, "monitor"):
-            return monitor(spec)
+            folder: Path = monitor(spec)
+        return folder
 
     folder = _guard(go)
     typer.echo(str(folder))
@@ -152,8 +171,8 @@ def run(
 @app.command()
 def plan(
     aoi: AoiArg = None,
-    start: StartOpt = datetime.combine(DEFAULT_START, datetime.min.time()),
-    end: EndOpt = datetime.combine(DEFAULT_END, datetime.min.time()),
+    start: StartOpt = _START,
+    end: EndOpt = _END,
     source: SourceOpt = "demo",
     out: OutOpt = DEFAULT_OUT,
     max_area: MaxAreaOpt = DEFAULT_MAX_AREA_KM2,
@@ -166,18 +185,28 @@ def plan(
     spec = _guard(lambda: _spec(aoi, start, end, source, out, max_area, tile_px, chunk_px))
     run_plan = _guard(lambda: make_plan(spec))
     console = Console(width=None if sys.stdout.isatty() else 120)
-    zones = ", ".join(f"{e} (UTM {e % 100}{'N' if e // 100 == 326 else 'S'})" for e in run_plan.zones)
+    zones = ", ".join(
+        f"{e} (UTM {e % 100}{'N' if e // 100 == 326 else 'S'})" for e in run_plan.zones
+    )
     summary = Table(show_header=False, box=None, pad_edge=False)
-    summary.add_row("AOI", f"{run_plan.aoi.path} ({run_plan.aoi.name}, {len(run_plan.aoi.zones)} zones)")
+    summary.add_row(
+        "AOI", f"{run_plan.aoi.path} ({run_plan.aoi.name}, {len(run_plan.aoi.zones)} zones)"
+    )
     summary.add_row("area", f"{run_plan.aoi.area_km2:,.1f} km²")
     summary.add_row("period", f"{spec.start} to {spec.end}")
     summary.add_row("source", spec.source)
     summary.add_row("UTM zones", zones)
     summary.add_row("tiles", f"{len(run_plan.tiles)} of up to {spec.tile_px} × {spec.tile_px} px")
     summary.add_row("scenes", f"{sum(len(t.scenes) for t in run_plan.tiles)} (tile × date)")
-    summary.add_row("pixels", f"{run_plan.pixels:,} per band and date; {run_plan.observations:,} pixel-dates")
-    summary.add_row("to fetch", f"{_human_bytes(run_plan.fetch_bytes)} uncompressed (red, nir, scl)")
-    summary.add_row("peak memory", f"about {_human_bytes(run_plan.peak_memory_bytes())} with 2 threads")
+    summary.add_row(
+        "pixels", f"{run_plan.pixels:,} per band and date; {run_plan.observations:,} pixel-dates"
+    )
+    summary.add_row(
+        "to fetch", f"{_human_bytes(run_plan.fetch_bytes)} uncompressed (red, nir, scl)"
+    )
+    summary.add_row(
+        "peak memory", f"about {_human_bytes(run_plan.peak_memory_bytes())} with 2 threads"
+    )
     summary.add_row("products", str(spec.out / run_plan.aoi.name / spec.period))
     console.print(summary)
     tiles = Table("tile", "EPSG", "pixels", "scenes", "first", "last", "mean cloud %")

@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from agrimon.aoi import DEFAULT_AOI, DEFAULT_MAX_AREA_KM2
 from agrimon.errors import ConfigError
 from agrimon.grid import DEFAULT_TILE_PX
-from agrimon.sources.base import DEFAULT_CHUNK_PX
 from agrimon.indices.masks import DEFAULT_INVALID_SCL
+from agrimon.sources.base import DEFAULT_CHUNK_PX
 
 #: The default season: the 2023/24 rainy season in northern Namibia, sowing to harvest.
 DEFAULT_START = date(2023, 11, 1)

@@ -110,7 +110,7 @@ def utm_epsg(lon: float, lat: float) -> int:
     Returns:
         326zz for the northern hemisphere, 327zz for the southern.
     """
-    zone = min(int(math.floor((lon + 180.0) / 6.0)) + 1, 60)
+    zone = min(math.floor((lon + 180.0) / 6.0) + 1, 60)
     return (32600 if lat >= 0 else 32700) + zone
 
 
@@ -209,8 +209,8 @@ def plan_tiles(
         minx, miny, maxx, maxy = local.bounds
         cols = np.arange(math.floor(minx / span), math.ceil(maxx / span))
         rows = np.arange(math.floor(miny / span), math.ceil(maxy / span))
-        cc, rr = np.meshgrid(cols, rows[::-1])
-        cc, rr = cc.ravel(), rr.ravel()
+        grid_c, grid_r = np.meshgrid(cols, rows[::-1])
+        cc, rr = grid_c.ravel(), grid_r.ravel()
         boxes = shapely.box(cc * span, rr * span, (cc + 1) * span, (rr + 1) * span)
         hit = shapely.intersects(local, boxes)
         parts = shapely.intersection(local, boxes[hit])
@@ -227,7 +227,9 @@ def _polygonal(geometry: BaseGeometry) -> BaseGeometry | None:
         return None
     if geometry.geom_type in ("Polygon", "MultiPolygon"):
         return geometry if geometry.area > 0 else None
-    polys = [g for g in getattr(geometry, "geoms", []) if g.geom_type in ("Polygon", "MultiPolygon")]
+    polys = [
+        g for g in getattr(geometry, "geoms", []) if g.geom_type in ("Polygon", "MultiPolygon")
+    ]
     if not polys:
         return None
     merged = shapely.union_all(polys)

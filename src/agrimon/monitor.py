@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dask
 import numpy as np
 import xarray as xr
+from dask.base import compute
 from rasterio.features import geometry_mask
 
 from agrimon.aoi import read_aoi
@@ -59,11 +59,13 @@ def load_stack(spec: RunSpec, tile_plan: TilePlan) -> xr.Dataset:
     """Lazy scene stack of one tile with the bands the monitor needs."""
     if not tile_plan.scenes:
         raise SourceError(
-            f"source '{spec.source}' has no scenes for tile {tile_plan.tile.id} between {spec.start} and "
-            f"{spec.end}: widen the period with --start/--end"
+            f"source '{spec.source}' has no scenes for tile {tile_plan.tile.id} between "
+            f"{spec.start} and {spec.end}: widen the period with --start/--end"
         )
     source = get_source(spec.source)
-    return source.load(tile_plan.tile, tile_plan.scenes, bands=MONITOR_BANDS, chunk_px=spec.chunk_px)
+    return source.load(
+        tile_plan.tile, tile_plan.scenes, bands=MONITOR_BANDS, chunk_px=spec.chunk_px
+    )
 
 
 def composite_tile(spec: RunSpec, tile: Tile, stack: xr.Dataset) -> TileComposite:
@@ -84,16 +86,21 @@ def inside_mask(tile: Tile) -> np.ndarray:
     geobox = tile.geobox
     if tile.footprint is None:
         return np.ones(geobox.shape, dtype=bool)
-    return ~geometry_mask([tile.footprint], out_shape=geobox.shape, transform=geobox.affine, all_touched=False)
+    outside = geometry_mask(
+        [tile.footprint], out_shape=geobox.shape, transform=geobox.affine, all_touched=False
+    )
+    return np.asarray(~outside, dtype=bool)
 
 
 def _write_tile(comp: TileComposite, writers: dict[str, CogWriter]) -> None:
     """Compute every layer of a tile in one pass and write it, nodata outside the AOI."""
     names = list(writers)
-    values = dask.compute(*(comp.layers[n] for n in names))
+    values = compute(*(comp.layers[n] for n in names))  # type: ignore[no-untyped-call]
     inside = inside_mask(comp.tile)
     for name, arr in zip(names, values, strict=True):
-        writers[name].write(comp.tile.geobox, np.where(inside, np.asarray(arr), writers[name].layer.nodata))
+        writers[name].write(
+            comp.tile.geobox, np.where(inside, np.asarray(arr), writers[name].layer.nodata)
+        )
 
 
 def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
@@ -113,9 +120,19 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
         zone_products = []
         for epsg in zones:
             in_zone = [r for r in results if r.tile.epsg == epsg]
-            grid = geobox_for(_union_bounds([r.tile.area_bounds for r in in_zone]), epsg, in_zone[0].tile.res)
-            suffix = "" if len(zones) == 1 else f"_{in_zone[0].tile.zone:02d}{in_zone[0].tile.hemisphere}"
-            tags = {"PERIOD": f"{spec.start}/{spec.end}", "SOURCE": spec.source, "AOI": plan.aoi.name}
+            grid = geobox_for(
+                _union_bounds([r.tile.area_bounds for r in in_zone]), epsg, in_zone[0].tile.res
+            )
+            suffix = (
+                ""
+                if len(zones) == 1
+                else f"_{in_zone[0].tile.zone:02d}{in_zone[0].tile.hemisphere}"
+            )
+            tags = {
+                "PERIOD": f"{spec.start}/{spec.end}",
+                "SOURCE": spec.source,
+                "AOI": plan.aoi.name,
+            }
             files = {name: folder / f"{name}{suffix}.tif" for name in LAYERS}
             with ExitStack() as stack:
                 writers = {
@@ -126,7 +143,9 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
                     _write_tile(comp, writers)
             footprint = zone_pieces(plan.aoi.geometry)[epsg]
             zone_products.append(
-                ZoneProducts(epsg, footprint, grid.shape, list(grid.affine)[:6], files)
+                ZoneProducts(
+                    epsg, footprint, (grid.shape.y, grid.shape.x), list(grid.affine)[:6], files
+                )
             )
         run_id = f"{plan.aoi.name}-{spec.period}"
         write_catalog(
@@ -168,7 +187,9 @@ def run_record(plan: RunPlan) -> dict[str, Any]:
     }
 
 
-def _union_bounds(bounds: Sequence[tuple[float, float, float, float]]) -> tuple[float, float, float, float]:
+def _union_bounds(
+    bounds: Sequence[tuple[float, float, float, float]],
+) -> tuple[float, float, float, float]:
     return (
         min(b[0] for b in bounds),
         min(b[1] for b in bounds),

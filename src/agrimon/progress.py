@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
-class DaskProgress(Callback):  # type: ignore[misc]
+class DaskProgress(Callback):
     """Show dask tasks done / to do on the terminal while anything computes.
 
     Every ``compute`` in the process, from any thread, adds its tasks to one bar, so a flow
@@ -18,7 +18,7 @@ class DaskProgress(Callback):  # type: ignore[misc]
     """
 
     def __init__(self, console: Console, description: str = "computing") -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -32,16 +32,16 @@ class DaskProgress(Callback):  # type: ignore[misc]
 
     def __enter__(self) -> DaskProgress:
         self._progress.start()
-        super().__enter__()
+        super().__enter__()  # type: ignore[no-untyped-call]
         return self
 
     def __exit__(self, *args: Any) -> None:
-        super().__exit__(*args)
+        super().__exit__(*args)  # type: ignore[no-untyped-call]
         self._progress.stop()
 
     def _start_state(self, dsk: Any, state: Any) -> None:
         todo = sum(len(state[k]) for k in ("ready", "waiting"))
-        self._progress.update(self._task, total=self._progress.tasks[0].total + todo)
+        self._progress.update(self._task, total=(self._progress.tasks[0].total or 0) + todo)
 
     def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
         self._progress.advance(self._task)

@@ -31,11 +31,12 @@ def median(data: xr.DataArray, dim: str = "time") -> xr.DataArray:
     """
     if data.chunks is not None:
         data = data.chunk({dim: -1})
-    return xr.apply_ufunc(
+    out: xr.DataArray = xr.apply_ufunc(
         nanmedian_last,
         data,
         input_core_dims=[[dim]],
         dask="parallelized",
         output_dtypes=[data.dtype],
         keep_attrs=True,
-    ).rename(f"{data.name}_median" if data.name else None)
+    )
+    return out.rename(f"{data.name}_median" if data.name else None)

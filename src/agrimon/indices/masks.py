@@ -31,9 +31,13 @@ def clear_mask(stack: xr.Dataset, *, invalid: Iterable[int] = DEFAULT_INVALID_SC
     """
     codes = sorted({int(c) for c in invalid})
     if any(c < 0 or c > 11 for c in codes):
-        raise ConfigError(f"SCL classes {codes} are not all Sen2Cor codes 0..11: fix the cloud-mask classes")
+        raise ConfigError(
+            f"SCL classes {codes} are not all Sen2Cor codes 0..11: fix the cloud-mask classes"
+        )
     bands = [b for b in BANDS if b in stack]
-    valid = xr.concat([stack[b].notnull() for b in bands], dim="band").all("band") if bands else None
+    valid = (
+        xr.concat([stack[b].notnull() for b in bands], dim="band").all("band") if bands else None
+    )
     if SCL in stack:
         clear = ~stack[SCL].isin(np.asarray(codes, dtype=np.uint8))
         clear = clear if valid is None else clear & valid

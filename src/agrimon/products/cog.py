@@ -43,7 +43,9 @@ def window_of(grid: GeoBox, part: GeoBox) -> Window:
     """Pixel window of ``part`` inside ``grid`` (same CRS and pixel grid)."""
     col = (part.affine.c - grid.affine.c) / grid.affine.a
     row = (part.affine.f - grid.affine.f) / grid.affine.e
-    if not (math.isclose(col, round(col), abs_tol=1e-6) and math.isclose(row, round(row), abs_tol=1e-6)):
+    if not (
+        math.isclose(col, round(col), abs_tol=1e-6) and math.isclose(row, round(row), abs_tol=1e-6)
+    ):
         raise ValueError(f"grid {part.affine} is not aligned with {grid.affine}")
     height, width = part.shape
     return Window(round(col), round(row), width, height)
@@ -63,7 +65,9 @@ class CogWriter:
         tags: Extra dataset metadata (period, source, ...).
     """
 
-    def __init__(self, path: Path, grid: GeoBox, layer: Layer, *, tags: Mapping[str, str] | None = None):
+    def __init__(
+        self, path: Path, grid: GeoBox, layer: Layer, *, tags: Mapping[str, str] | None = None
+    ):
         self.path = path
         self.grid = grid
         self.layer = layer
@@ -77,7 +81,7 @@ class CogWriter:
             height=height,
             count=1,
             dtype=layer.dtype,
-            crs=grid.crs.to_wkt(),
+            crs=str(grid.crs.to_wkt()) if grid.crs is not None else None,
             transform=grid.affine,
             nodata=layer.nodata,
             tiled=True,
@@ -91,7 +95,9 @@ class CogWriter:
 
     def write(self, part: GeoBox, values: NDArray[np.generic]) -> None:
         """Write the pixels of ``part`` (a grid inside the whole raster's grid)."""
-        self._dst.write(np.asarray(values, dtype=self.layer.dtype), 1, window=window_of(self.grid, part))
+        self._dst.write(
+            np.asarray(values, dtype=self.layer.dtype), 1, window=window_of(self.grid, part)
+        )
 
     def close(self) -> Path:
         """Finish the COG and return its path."""

@@ -28,7 +28,9 @@ def staged_folder(final: Path) -> Iterator[Path]:
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ProductError(f"cannot create output folder '{final.parent}': {err.strerror}; choose another --out") from err
+        raise ProductError(
+            f"cannot create output folder '{final.parent}': {err.strerror}; choose another --out"
+        ) from err
     stage = final.parent / f".{final.name}.partial-{uuid.uuid4().hex[:8]}"
     stage.mkdir()
     try:

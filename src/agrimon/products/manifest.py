@@ -24,7 +24,7 @@ def sha256_file(path: Path) -> str:
 
 
 def code_version() -> dict[str, str]:
-    """agrimon's version, and the git commit when running from a checkout."""
+    """Agrimon's version, and the git commit when running from a checkout."""
     info = {"agrimon": agrimon.__version__, "python": platform.python_version()}
     try:
         out = subprocess.run(
@@ -58,7 +58,8 @@ def write_manifest(folder: Path, record: Mapping[str, Any]) -> Path:
         "code": code_version(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": {
-            str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files
+            str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in files
         },
     }
     path = folder / "manifest.json"

@@ -64,9 +64,16 @@ class DemoSource:
         unknown = [b for b in bands if b not in ALL_BANDS]
         if unknown:
             raise SourceError(
-                f"demo source has no band(s) {', '.join(unknown)}: choose from {', '.join(ALL_BANDS)}"
+                f"demo source has no band(s) {', '.join(unknown)}: "
+                f"choose from {', '.join(ALL_BANDS)}"
             )
-        return render_stack(tile.geobox, [s.time for s in scenes], bands=bands, chunk_px=chunk_px, southern=tile.hemisphere == "S")
+        return render_stack(
+            tile.geobox,
+            [s.time for s in scenes],
+            bands=bands,
+            chunk_px=chunk_px,
+            southern=tile.hemisphere == "S",
+        )
 
     def describe(self) -> dict[str, str]:
         """Endpoint and settings of the source."""
@@ -99,7 +106,12 @@ def render_stack(
         for j, cx in enumerate(xchunks):
             graph[(land_name, i, j)] = (_block_landscape, geobox[y0 : y0 + cy, x0 : x0 + cx])
             for t, when in enumerate(times):
-                graph[(render_name, t, i, j)] = (_render_block, (land_name, i, j), when.date(), southern)
+                graph[(render_name, t, i, j)] = (
+                    _render_block,
+                    (land_name, i, j),
+                    when.date(),
+                    southern,
+                )
             x0 += cx
         y0 += cy
 
@@ -112,7 +124,7 @@ def render_stack(
         for key in [k for k in graph if k[0] == render_name]:
             layer[(name, *key[1:])] = (_pick, key, index)
         dtype = np.uint8 if band == SCL else np.float32
-        arr = da.Array(layer, name, chunks=chunks, dtype=dtype)
+        arr = da.Array(layer, name, chunks=chunks, dtype=dtype)  # type: ignore[no-untyped-call]
         data_vars[band] = (("time", "y", "x"), arr, _band_attrs(band))
     coords = xr_coords(geobox, crs_coord_name="spatial_ref")
     coords["time"] = xr.DataArray(np.array(times, dtype="datetime64[ns]"), dims=("time",))
@@ -141,7 +153,7 @@ def lonlat_grid(geobox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
     xs = a.c + a.a * (np.arange(nx) + 0.5)
     ys = a.f + a.e * (np.arange(ny) + 0.5)
     xx, yy = np.meshgrid(xs, ys)
-    tr = Transformer.from_crs(geobox.crs.epsg, 4326, always_xy=True)
+    tr = Transformer.from_crs(str(geobox.crs), "EPSG:4326", always_xy=True)
     lon, lat = tr.transform(xx, yy)
     return np.asarray(lon), np.asarray(lat)
 
@@ -150,7 +162,9 @@ def _block_landscape(geobox: GeoBox) -> synth.Landscape:
     return synth.landscape(*lonlat_grid(geobox))
 
 
-def _render_block(land: synth.Landscape, day: date, southern: bool) -> tuple[np.ndarray, np.ndarray]:
+def _render_block(
+    land: synth.Landscape, day: date, southern: bool
+) -> tuple[np.ndarray, np.ndarray]:
     refl, scl = synth.render(land, day, southern=southern)
     return refl.astype(np.float32), scl
 
@@ -167,7 +181,13 @@ def cover_truth(geobox: GeoBox) -> xr.DataArray:
     """Cover class of every pixel (see ``synth.CLASS_NAMES``), computed now."""
     land = _block_landscape(geobox)
     coords = xr_coords(geobox, crs_coord_name="spatial_ref")
-    return xr.DataArray(land.cover, dims=("y", "x"), coords=coords, name="cover", attrs={"classes": str(synth.CLASS_NAMES)})
+    return xr.DataArray(
+        land.cover,
+        dims=("y", "x"),
+        coords=coords,
+        name="cover",
+        attrs={"classes": str(synth.CLASS_NAMES)},
+    )
 
 
 def woody_truth(geobox: GeoBox) -> xr.DataArray:
@@ -176,7 +196,9 @@ def woody_truth(geobox: GeoBox) -> xr.DataArray:
     return (cover == synth.SHRUB).astype(np.uint8).rename("woody")
 
 
-def field_truth(geometry: BaseGeometry, seasons: Sequence[int], *, southern: bool = True) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
+def field_truth(
+    geometry: BaseGeometry, seasons: Sequence[int], *, southern: bool = True
+) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     """Crop fields that intersect a lon/lat geometry, and their yields and calendars.
 
     Args:
@@ -190,17 +212,26 @@ def field_truth(geometry: BaseGeometry, seasons: Sequence[int], *, southern: boo
         ``peak_greenness`` and the dates of sowing, start, peak and end of season.
     """
     minx, miny, maxx, maxy = geometry.bounds
-    ci, cj = np.meshgrid(
-        np.arange(np.floor(minx / synth.FIELD_DEG), np.floor(maxx / synth.FIELD_DEG) + 1, dtype=np.int64),
-        np.arange(np.floor(miny / synth.FIELD_DEG), np.floor(maxy / synth.FIELD_DEG) + 1, dtype=np.int64),
+    grid_i, grid_j = np.meshgrid(
+        np.arange(
+            np.floor(minx / synth.FIELD_DEG), np.floor(maxx / synth.FIELD_DEG) + 1, dtype=np.int64
+        ),
+        np.arange(
+            np.floor(miny / synth.FIELD_DEG), np.floor(maxy / synth.FIELD_DEG) + 1, dtype=np.int64
+        ),
     )
-    ci, cj = ci.ravel(), cj.ravel()
+    ci, cj = grid_i.ravel(), grid_j.ravel()
     keep = synth.is_field_cell(ci, cj)
     ci, cj = ci[keep], cj[keep]
     m, d = synth.FIELD_MARGIN_DEG, synth.FIELD_DEG
-    polys = [box(i * d + m, j * d + m, (i + 1) * d - m, (j + 1) * d - m) for i, j in zip(ci, cj, strict=True)]
+    polys = [
+        box(i * d + m, j * d + m, (i + 1) * d - m, (j + 1) * d - m)
+        for i, j in zip(ci, cj, strict=True)
+    ]
     fields = gpd.GeoDataFrame(
-        {"field_id": [_field_id(i, j) for i, j in zip(ci, cj, strict=True)]}, geometry=polys, crs=4326
+        {"field_id": [_field_id(int(i), int(j)) for i, j in zip(ci, cj, strict=True)]},
+        geometry=polys,
+        crs=4326,
     )
     hit = fields.intersects(geometry).to_numpy()
     fields, ci, cj = fields[hit].reset_index(drop=True), ci[hit], cj[hit]

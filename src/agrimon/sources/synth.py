@@ -39,7 +39,13 @@ REVISIT_DAYS = 5
 
 # Cover classes of the truth map.
 GRASS, SHRUB, CROP, BARE, WATER = 1, 2, 3, 4, 5
-CLASS_NAMES = {GRASS: "grassland", SHRUB: "woody shrubs", CROP: "crop", BARE: "bare soil", WATER: "water"}
+CLASS_NAMES = {
+    GRASS: "grassland",
+    SHRUB: "woody shrubs",
+    CROP: "crop",
+    BARE: "bare soil",
+    WATER: "water",
+}
 
 # Sen2Cor scene classification codes used by the demo.
 SCL_SHADOW, SCL_VEG, SCL_NOT_VEG, SCL_WATER = 3, 4, 5, 6
@@ -246,8 +252,8 @@ def is_field_cell(ci: NDArray[np.int64], cj: NDArray[np.int64]) -> NDArray[np.bo
     Fields cluster in farming areas (smooth noise at the cell centre) and 85 % of the cells
     there are cultivated.
     """
-    lon = (ci + 0.5) * FIELD_DEG
-    lat = (cj + 0.5) * FIELD_DEG
+    lon = ((ci + 0.5) * FIELD_DEG).astype(np.float64)
+    lat = ((cj + 0.5) * FIELD_DEG).astype(np.float64)
     x, y = planar_km(lon, lat)
     farm = value_noise(x, y, scale_km=7.0, seed=SEED + 1, octaves=2) > 0.55
     return np.asarray(farm & (hash_u01(ci, cj, seed=SEED + 2) < 0.85))
@@ -335,8 +341,14 @@ def ground_reflectance(land: Landscape, day: date, *, southern: bool = True) -> 
     """Cloud-free surface reflectance, shape ``(10, y, x)``."""
     g = greenness(land, day, southern=southern)[None]
     cover = land.cover[None]
-    green = np.where(cover == CROP, _spec(CROP_GREEN), np.where(cover == SHRUB, _spec(SHRUB_WET), _spec(GRASS_GREEN)))
-    dry = np.where(cover == CROP, _spec(SOIL), np.where(cover == SHRUB, _spec(SHRUB_DRY), _spec(GRASS_DRY)))
+    green = np.where(
+        cover == CROP,
+        _spec(CROP_GREEN),
+        np.where(cover == SHRUB, _spec(SHRUB_WET), _spec(GRASS_GREEN)),
+    )
+    dry = np.where(
+        cover == CROP, _spec(SOIL), np.where(cover == SHRUB, _spec(SHRUB_DRY), _spec(GRASS_DRY))
+    )
     refl = dry + (green - dry) * g
     refl = np.where(cover == BARE, _spec(SOIL), refl)
     refl = refl * land.texture[None]
@@ -346,11 +358,11 @@ def ground_reflectance(land: Landscape, day: date, *, southern: bool = True) -> 
 
 def cloud_cover_fraction(day: date, *, southern: bool = True) -> float:
     """Target cloud fraction of a date: often clear in the dry season, cloudy in the rains."""
-    season, dos = season_of(day, southern=southern)
+    _, dos = season_of(day, southern=southern)
     wet = float(_logistic((dos - 140.0) / 12.0)) - float(_logistic((dos - 280.0) / 12.0))
     k = (day - EPOCH).days
     u = float(hash_u01(k, seed=SEED + 11))
-    return max(0.0, (0.04 + 0.6 * wet) * u**1.5 - 0.01)
+    return float(max(0.0, (0.04 + 0.6 * wet) * u**1.5 - 0.01))
 
 
 def render(land: Landscape, day: date, *, southern: bool = True) -> tuple[F64, NDArray[np.uint8]]:
