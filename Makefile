@@ -9,7 +9,6 @@ DEV_STAMP := $(VENV)/.installed-dev
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 
 # torch and torchvision first and alone: pip takes them from this machine's disk.
 $(STAMP): pyproject.toml | $(BIN)/python
@@ -35,7 +34,7 @@ test: lint typecheck
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
-	@for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	@for f in bench/[!_]*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -11,6 +11,7 @@ import numpy as np
 import pystac
 import pytest
 import rasterio
+import rasterio.transform
 import rasterio.warp
 from rasterio.features import rasterize
 
@@ -154,3 +155,44 @@ def test_staged_folder_replaces_a_previous_run_only_when_complete(tmp_path: Path
         assert (final / "a.txt").read_text() == "one"
     assert (final / "a.txt").read_text() == "two"
     assert sorted(p.name for p in final.parent.iterdir()) == ["period"]
+
+
+def test_an_aoi_across_a_zone_border_gets_products_per_zone(tmp_path: Path) -> None:
+    aoi = tmp_path / "border.geojson"
+    ring = [[17.98, -19.62], [18.02, -19.62], [18.02, -19.60], [17.98, -19.60], [17.98, -19.62]]
+    aoi.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {"name": "border farm"},
+                        "geometry": {"type": "Polygon", "coordinates": [ring]},
+                    }
+                ],
+            }
+        )
+    )
+    spec = demo_spec(tmp_path).model_copy(update={"aoi": aoi, "end": date(2024, 1, 10)})
+    folder = stages.run_monitor(spec)
+    names = sorted(p.name for p in folder.glob("*.tif"))
+    assert names == [
+        "clear_count_33S.tif",
+        "clear_count_34S.tif",
+        "ndvi_median_33S.tif",
+        "ndvi_median_34S.tif",
+    ]
+    # Each zone's valid pixels lie on its side of 18°E and reach it (pixel centres).
+    lons = {}
+    for zone, epsg in (("33S", 32733), ("34S", 32734)):
+        with rasterio.open(folder / f"ndvi_median_{zone}.tif") as src:
+            assert src.crs.to_epsg() == epsg
+            rows, cols = np.nonzero(src.read_masks(1))
+            xs, ys = rasterio.transform.xy(src.transform, rows, cols)
+            lons[zone] = np.asarray(rasterio.warp.transform(src.crs, "EPSG:4326", xs, ys)[0])
+    assert lons["33S"].max() <= 18.0 and lons["33S"].max() == pytest.approx(18.0, abs=1e-4)
+    assert lons["34S"].min() >= 18.0 and lons["34S"].min() == pytest.approx(18.0, abs=1e-4)
+    items = list(pystac.Catalog.from_file(str(folder / "catalog.json")).get_items())
+    assert sorted(i.id.rsplit("-", 1)[1] for i in items) == ["32733", "32734"]
+    assert all(len(i.assets) == 2 for i in items)

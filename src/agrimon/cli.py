@@ -43,10 +43,22 @@ AoiArg = Annotated[
     ),
 ]
 StartOpt = Annotated[
-    datetime, typer.Option("--start", formats=["%Y-%m-%d"], help="First day (YYYY-MM-DD).")
+    datetime,
+    typer.Option(
+        "--start",
+        formats=["%Y-%m-%d"],
+        help="First day (YYYY-MM-DD).",
+        show_default=DEFAULT_START.isoformat(),
+    ),
 ]
 EndOpt = Annotated[
-    datetime, typer.Option("--end", formats=["%Y-%m-%d"], help="Last day (YYYY-MM-DD), inclusive.")
+    datetime,
+    typer.Option(
+        "--end",
+        formats=["%Y-%m-%d"],
+        help="Last day (YYYY-MM-DD), inclusive.",
+        show_default=DEFAULT_END.isoformat(),
+    ),
 ]
 SourceOpt = Annotated[str, typer.Option("--source", help=f"Scene source: {', '.join(SOURCES)}.")]
 OutOpt = Annotated[
