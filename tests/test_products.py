@@ -25,7 +25,7 @@ from agrimon.sources.demo import render_stack
 from .conftest import DEMO_END, DEMO_START, demo_spec
 
 
-def _hand_composites(plan: RunPlan, path: Path) -> tuple[np.ndarray, np.ndarray]:
+def hand_composites(plan: RunPlan, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Median NDVI and clear count computed with plain numpy on the COG's own grid."""
     with rasterio.open(path) as src:
         grid = geobox_for(tuple(src.bounds), src.crs.to_epsg(), src.res[0])
@@ -50,7 +50,7 @@ def test_cog_values_equal_hand_computation(demo_run: tuple[RunPlan, Path]) -> No
     plan, folder = demo_run
     assert folder == demo_spec(folder.parents[1]).out / "grootfontein" / f"{DEMO_START}_{DEMO_END}"
     assert len(plan.tiles) > 4  # 512 px tiles: the mosaic has seams inside
-    med, count = _hand_composites(plan, folder / "ndvi_median.tif")
+    med, count = hand_composites(plan, folder / "ndvi_median.tif")
     with rasterio.open(folder / "ndvi_median.tif") as src:
         got = src.read(1)
         assert np.isnan(src.nodata)
