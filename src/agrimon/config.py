@@ -13,13 +13,14 @@ from agrimon.errors import ConfigError
 from agrimon.grid import DEFAULT_TILE_PX
 from agrimon.indices.masks import DEFAULT_INVALID_SCL
 from agrimon.sources.base import DEFAULT_CHUNK_PX
+from agrimon.sources.settings import SourceSettings
 
 #: The default season: the 2023/24 rainy season in northern Namibia, sowing to harvest.
 DEFAULT_START = date(2023, 11, 1)
 DEFAULT_END = date(2024, 6, 30)
 DEFAULT_OUT = Path("outputs")
 
-SourceName = Literal["demo"]
+SourceName = Literal["demo", "stac", "sentinelhub", "local"]
 
 
 class RunSpec(BaseModel):
@@ -35,6 +36,7 @@ class RunSpec(BaseModel):
         chunk_px: Dask chunk side in pixels (bounds memory).
         max_area_km2: Largest AOI accepted.
         invalid_scl: SCL classes masked as not clear.
+        source_settings: Endpoints, credentials, cache and retries of the real sources.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -48,6 +50,7 @@ class RunSpec(BaseModel):
     chunk_px: int = Field(default=DEFAULT_CHUNK_PX, ge=64, le=4096)
     max_area_km2: float = Field(default=DEFAULT_MAX_AREA_KM2, gt=0)
     invalid_scl: tuple[int, ...] = DEFAULT_INVALID_SCL
+    source_settings: SourceSettings = SourceSettings()
 
     @model_validator(mode="after")
     def _period_is_ordered(self) -> RunSpec:

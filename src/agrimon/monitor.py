@@ -52,7 +52,7 @@ class TileComposite:
 def make_plan(spec: RunSpec) -> RunPlan:
     """Read and check the AOI, tile it and find the scenes: the ``plan`` stage."""
     aoi = read_aoi(spec.aoi, max_area_km2=spec.max_area_km2)
-    return plan_run(spec, aoi, get_source(spec.source))
+    return plan_run(spec, aoi, get_source(spec.source, spec.source_settings))
 
 
 def load_stack(spec: RunSpec, tile_plan: TilePlan) -> xr.Dataset:
@@ -62,7 +62,7 @@ def load_stack(spec: RunSpec, tile_plan: TilePlan) -> xr.Dataset:
             f"source '{spec.source}' has no scenes for tile {tile_plan.tile.id} between "
             f"{spec.start} and {spec.end}: widen the period with --start/--end"
         )
-    source = get_source(spec.source)
+    source = get_source(spec.source, spec.source_settings)
     return source.load(
         tile_plan.tile, tile_plan.scenes, bands=MONITOR_BANDS, chunk_px=spec.chunk_px
     )
@@ -163,7 +163,7 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
 
 def run_record(plan: RunPlan) -> dict[str, Any]:
     """Inputs, parameters and scenes of a run, for the manifest."""
-    source = get_source(plan.spec.source)
+    source = get_source(plan.spec.source, plan.spec.source_settings)
     return {
         "flow": "monitor",
         "parameters": plan.spec.model_dump(mode="json"),

@@ -7,10 +7,10 @@ A source answers two questions for a tile and a period: which acquisitions exist
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import xarray as xr
 
@@ -45,11 +45,14 @@ class Scene:
         id: Scene identifier as the source names it.
         time: Acquisition time (UTC, naive).
         cloud_cover: Cloud cover of the scene in percent, when known.
+        meta: What the source needs to load the scene later (a STAC item, file paths...);
+            plain JSON-like data.
     """
 
     id: str
     time: datetime
     cloud_cover: float | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
 
 @runtime_checkable

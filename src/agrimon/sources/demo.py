@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from typing import Any
+from functools import partial
 
-import dask.array as da
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import xarray as xr
-from dask.base import tokenize
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 from pyproj import Transformer
@@ -28,6 +26,7 @@ from agrimon.errors import SourceError
 from agrimon.grid import Tile
 from agrimon.sources import synth
 from agrimon.sources.base import ALL_BANDS, BANDS, DEFAULT_CHUNK_PX, SCL, Scene
+from agrimon.sources.lazy import lazy_stack
 
 NAME = "demo"
 
@@ -94,56 +93,18 @@ def render_stack(
     renders every band and the SCL from it; each variable picks its band from that task, so
     asking for three bands costs one render, not three.
     """
-    ny, nx = geobox.shape
-    ychunks = _chunks(ny, chunk_px)
-    xchunks = _chunks(nx, chunk_px)
-    token = tokenize(geobox.affine, str(geobox.crs), ny, nx, list(times), chunk_px, southern)
-    land_name, render_name = f"demo-land-{token}", f"demo-render-{token}"
-    graph: dict[Any, Any] = {}
-    y0 = 0
-    for i, cy in enumerate(ychunks):
-        x0 = 0
-        for j, cx in enumerate(xchunks):
-            graph[(land_name, i, j)] = (_block_landscape, geobox[y0 : y0 + cy, x0 : x0 + cx])
-            for t, when in enumerate(times):
-                graph[(render_name, t, i, j)] = (
-                    _render_block,
-                    (land_name, i, j),
-                    when.date(),
-                    southern,
-                )
-            x0 += cx
-        y0 += cy
-
-    chunks = ((1,) * len(times), ychunks, xchunks)
-    data_vars = {}
-    for band in bands:
-        name = f"demo-{band}-{token}"
-        layer = dict(graph)
-        index = BANDS.index(band) if band in BANDS else -1
-        for key in [k for k in graph if k[0] == render_name]:
-            layer[(name, *key[1:])] = (_pick, key, index)
-        dtype = np.uint8 if band == SCL else np.float32
-        arr = da.Array(layer, name, chunks=chunks, dtype=dtype)  # type: ignore[no-untyped-call]
-        data_vars[band] = (("time", "y", "x"), arr, _band_attrs(band))
-    coords = xr_coords(geobox, crs_coord_name="spatial_ref")
-    coords["time"] = xr.DataArray(np.array(times, dtype="datetime64[ns]"), dims=("time",))
-    ds = xr.Dataset(data_vars, coords=coords)
-    for band in bands:
-        ds[band].encoding["grid_mapping"] = "spatial_ref"
-    ds.attrs.update(source=NAME, processing_level="L2A (synthetic)")
-    return ds
-
-
-def _chunks(n: int, size: int) -> tuple[int, ...]:
-    full, rest = divmod(n, size)
-    return (size,) * full + ((rest,) if rest else ())
-
-
-def _band_attrs(band: str) -> dict[str, Any]:
-    if band == SCL:
-        return {"long_name": "Sen2Cor scene classification", "nodata": 0}
-    return {"long_name": f"{band} surface reflectance", "units": "1", "nodata": float("nan")}
+    days = [when.date() for when in times]
+    return lazy_stack(
+        geobox,
+        times,
+        bands,
+        fetch=partial(_render_block, days=days, southern=southern),
+        prepare=_block_landscape,
+        name=NAME,
+        chunk_px=chunk_px,
+        token=southern,
+        attrs={"source": NAME, "processing_level": "L2A (synthetic)"},
+    )
 
 
 def lonlat_grid(geobox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
@@ -163,15 +124,12 @@ def _block_landscape(geobox: GeoBox) -> synth.Landscape:
 
 
 def _render_block(
-    land: synth.Landscape, day: date, southern: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    refl, scl = synth.render(land, day, southern=southern)
-    return refl.astype(np.float32), scl
-
-
-def _pick(rendered: tuple[np.ndarray, np.ndarray], index: int) -> np.ndarray:
-    refl, scl = rendered
-    return (scl if index < 0 else refl[index])[None]
+    t: int, block: GeoBox, land: synth.Landscape, *, days: Sequence[date], southern: bool
+) -> dict[str, np.ndarray]:
+    refl, scl = synth.render(land, days[t], southern=southern)
+    out = {band: refl[i].astype(np.float32) for i, band in enumerate(BANDS)}
+    out[SCL] = scl
+    return out
 
 
 # --- ground truth ---------------------------------------------------------------------

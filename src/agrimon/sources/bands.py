@@ -1,0 +1,84 @@
+"""Sentinel-2 band names and digital-number conversion: pure functions shared by sources."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agrimon.sources.base import SCL
+
+#: Sentinel-2 band id of each STAC common name used in scene stacks (and a few extras).
+BAND_IDS: dict[str, str] = {
+    "coastal": "B01",
+    "blue": "B02",
+    "green": "B03",
+    "red": "B04",
+    "rededge1": "B05",
+    "rededge2": "B06",
+    "rededge3": "B07",
+    "nir": "B08",
+    "nir08": "B8A",
+    "nir09": "B09",
+    "cirrus": "B10",
+    "swir16": "B11",
+    "swir22": "B12",
+    SCL: "SCL",
+}
+_BY_ID = {v.upper(): k for k, v in BAND_IDS.items()}
+#: Reflectance = DN × scale + offset for Sentinel-2 L1C/L2A products.
+DN_SCALE = 1e-4
+#: Processing baseline 04.00 (25 January 2022) added 1000 to every DN: −0.1 in reflectance.
+BASELINE_04_OFFSET = -0.1
+
+
+def common_name(label: str) -> str | None:
+    """Common name for a band id or name (``B04``, ``B4``, ``b8a``, ``red``), else None."""
+    text = label.strip()
+    if text.lower() in BAND_IDS:
+        return text.lower()
+    upper = text.upper()
+    if upper.startswith("B") and upper[1:].isdigit() and len(upper) == 2:
+        upper = f"B0{upper[1:]}"
+    return _BY_ID.get(upper)
+
+
+def needs_baseline_offset(baseline: str | None, offset_applied: bool | None) -> bool:
+    """Whether the processing-baseline-04.00 offset must still be subtracted.
+
+    Args:
+        baseline: ``s2:processing_baseline`` (e.g. ``"04.00"``); None when unknown.
+        offset_applied: ``earthsearch:boa_offset_applied`` when the catalog says.
+
+    Returns:
+        True for baseline ≥ 04.00 products whose offset was not applied already.
+    """
+    if offset_applied:
+        return False
+    if baseline is None:
+        return False
+    try:
+        return float(baseline) >= 4.0
+    except ValueError:
+        return False
+
+
+def dn_to_reflectance(
+    dn: NDArray[Any], *, scale: float = DN_SCALE, offset: float = 0.0, nodata: float | None = 0
+) -> NDArray[np.float32]:
+    """Reflectance from digital numbers: ``dn × scale + offset``, NaN where ``dn == nodata``.
+
+    Args:
+        dn: Digital numbers (any integer or float dtype).
+        scale: Multiplier (``raster:bands`` scale, 1e-4 for Sentinel-2).
+        offset: Additive offset in reflectance units (−0.1 for baseline ≥ 04.00).
+        nodata: Nodata value of the DNs, or None.
+
+    Returns:
+        float32 reflectance.
+    """
+    values = dn.astype(np.float64) * scale + offset
+    if nodata is not None:
+        values[dn == nodata] = np.nan
+    return values.astype(np.float32)

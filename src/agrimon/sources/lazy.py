@@ -1,0 +1,138 @@
+"""Build lazy scene stacks from a per-block fetch function: the one dask graph every source uses.
+
+A source only says how to produce the pixels of one acquisition over one block of its grid
+(``fetch``); this module turns that into a dask-backed scene stack with one task per block
+and date, each variable picking its band from that task (one request or render serves every
+band), and output chunks cut from the fetched blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from dask.base import tokenize
+from numpy.typing import NDArray
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_coords
+
+from agrimon.sources.base import SCL
+
+#: ``fetch(t, block, prepared)`` → ``{band: 2-D array}`` for acquisition ``t`` over ``block``.
+Fetch = Callable[[int, GeoBox, Any], Mapping[str, NDArray[Any]]]
+#: ``prepare(block)`` → anything ``fetch`` needs for every date of that block (or None).
+Prepare = Callable[[GeoBox], Any]
+
+
+def band_dtype(band: str) -> np.dtype[Any]:
+    """float32 reflectance for bands, uint8 for the scene classification."""
+    return np.dtype(np.uint8) if band == SCL else np.dtype(np.float32)
+
+
+def band_attrs(band: str) -> dict[str, Any]:
+    """Variable attributes of a scene-stack band."""
+    if band == SCL:
+        return {"long_name": "Sen2Cor scene classification", "nodata": 0}
+    return {"long_name": f"{band} reflectance", "units": "1", "nodata": float("nan")}
+
+
+def splits(n: int, size: int) -> tuple[int, ...]:
+    """Sizes of consecutive chunks of at most ``size`` covering ``n``."""
+    full, rest = divmod(n, size)
+    return (size,) * full + ((rest,) if rest else ())
+
+
+def lazy_stack(
+    geobox: GeoBox,
+    times: Sequence[datetime],
+    bands: Sequence[str],
+    *,
+    fetch: Fetch,
+    name: str,
+    chunk_px: int,
+    fetch_px: int | None = None,
+    prepare: Prepare | None = None,
+    token: object = None,
+    attrs: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """Dask-backed scene stack ``(time, y, x)`` on ``geobox``.
+
+    Args:
+        geobox: Pixel grid of the stack.
+        times: Acquisition times, one per ``t`` passed to ``fetch``.
+        bands: Variables to build.
+        fetch: Pixels of one acquisition over one block, all bands at once.
+        name: Prefix of the dask keys (the source's name).
+        chunk_px: Side of the output chunks.
+        fetch_px: Side of the fetched blocks, a multiple of ``chunk_px`` (default: equal);
+            remote sources fetch a whole tile per request and serve chunks from it.
+        prepare: Optional per-block step shared by every date (computed once per block).
+        token: Anything that identifies the request beyond grid, times and bands (e.g. the
+            scene ids), so equal requests share dask keys and different ones never do.
+        attrs: Dataset attributes.
+
+    Returns:
+        The lazy stack; nothing has been fetched.
+    """
+    fetch_px = fetch_px or chunk_px
+    if fetch_px % chunk_px:
+        raise ValueError(f"fetch_px {fetch_px} is not a multiple of chunk_px {chunk_px}")
+    per = fetch_px // chunk_px
+    ny, nx = geobox.shape
+    tok = tokenize(
+        geobox.affine, str(geobox.crs), ny, nx, list(times), list(bands), chunk_px, fetch_px, token
+    )
+    prep_name, fetch_name = f"{name}-prepare-{tok}", f"{name}-fetch-{tok}"
+    graph: dict[Any, Any] = {}
+    for i, (y0, cy) in enumerate(_starts(splits(ny, fetch_px))):
+        for j, (x0, cx) in enumerate(_starts(splits(nx, fetch_px))):
+            block = geobox[y0 : y0 + cy, x0 : x0 + cx]
+            prepared: Any = None
+            if prepare is not None:
+                graph[(prep_name, i, j)] = (prepare, block)
+                prepared = (prep_name, i, j)
+            for t in range(len(times)):
+                graph[(fetch_name, t, i, j)] = (fetch, t, block, prepared)
+
+    ychunks, xchunks = splits(ny, chunk_px), splits(nx, chunk_px)
+    data_vars = {}
+    for band in bands:
+        var = f"{name}-{band}-{tok}"
+        layer = dict(graph)
+        for t in range(len(times)):
+            for ci, (cy0, cy) in enumerate(_starts(ychunks)):
+                for cj, (cx0, cx) in enumerate(_starts(xchunks)):
+                    src = (fetch_name, t, ci // per, cj // per)
+                    oy, ox = cy0 - (ci // per) * fetch_px, cx0 - (cj // per) * fetch_px
+                    layer[(var, t, ci, cj)] = (_pick, src, band, oy, ox, cy, cx)
+        arr = da.Array(  # type: ignore[no-untyped-call]
+            layer, var, chunks=((1,) * len(times), ychunks, xchunks), dtype=band_dtype(band)
+        )
+        data_vars[band] = (("time", "y", "x"), arr, band_attrs(band))
+    coords = xr_coords(geobox, crs_coord_name="spatial_ref")
+    coords["time"] = xr.DataArray(np.array(times, dtype="datetime64[ns]"), dims=("time",))
+    ds = xr.Dataset(data_vars, coords=coords, attrs=dict(attrs or {}))
+    for band in bands:
+        ds[band].encoding["grid_mapping"] = "spatial_ref"
+    return ds
+
+
+def _starts(sizes: Sequence[int]) -> list[tuple[int, int]]:
+    out, pos = [], 0
+    for size in sizes:
+        out.append((pos, size))
+        pos += size
+    return out
+
+
+def _pick(
+    fetched: Mapping[str, NDArray[Any]], band: str, oy: int, ox: int, cy: int, cx: int
+) -> NDArray[Any]:
+    values = np.asarray(fetched[band][oy : oy + cy, ox : ox + cx], dtype=band_dtype(band))
+    if values.shape != (cy, cx):
+        raise ValueError(f"fetched {band} block has shape {values.shape}, expected {(cy, cx)}")
+    return values[None]

@@ -1,0 +1,1 @@
+"""Loopback fakes of the remote services, speaking their real HTTP protocols."""
