@@ -82,3 +82,24 @@ def dn_to_reflectance(
     if nodata is not None:
         values[dn == nodata] = np.nan
     return values.astype(np.float32)
+
+
+def reflectance_offset(
+    declared: float | None, baseline: str | None, offset_applied: bool | None
+) -> float:
+    """Offset to add to ``DN × scale`` so that the baseline-04.00 shift is removed exactly once.
+
+    Args:
+        declared: ``raster:bands`` offset of the asset, if the catalog gives one.
+        baseline: ``s2:processing_baseline`` of the item.
+        offset_applied: ``earthsearch:boa_offset_applied``: the DNs were already shifted back,
+            so the declared offset must not be applied again.
+
+    Returns:
+        The offset in reflectance units (0 or −0.1 for Sentinel-2).
+    """
+    if offset_applied:
+        return 0.0
+    if declared:
+        return float(declared)
+    return BASELINE_04_OFFSET if needs_baseline_offset(baseline, offset_applied) else 0.0
