@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
+import rasterio.warp
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from rasterio.enums import Resampling
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
 
 from agrimon import monitor as stages
 from agrimon.config import RunSpec, make_spec
@@ -37,3 +45,53 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunPlan, Path]:
     spec = demo_spec(tmp_path_factory.mktemp("demo-run"))
     plan = stages.make_plan(spec)
     return plan, stages.run_monitor(spec)
+
+
+SLOVENIA = REAL_DATA / "slovenia-s2"
+#: Acquisition dates of the five real scenes, and their band index in ndvi_timeseries.tif.
+SLOVENIA_DATES = ("2015-07-11", "2015-07-31", "2015-08-20", "2015-08-30", "2015-09-09")
+
+
+def slovenia_aoi() -> BaseGeometry:
+    """The real scenes' footprint in lon/lat, shrunk by ~50 m so every tile is inside."""
+    scenes = real_path("slovenia-s2", "scenes")
+    with rasterio.open(scenes / f"S2_L1C_{SLOVENIA_DATES[0]}.tif") as src:
+        west, south, east, north = rasterio.warp.transform_bounds(src.crs, "EPSG:4326", *src.bounds)
+    pad = 0.0006
+    return box(west + pad, south + pad, east - pad, north - pad)
+
+
+def reference_ndvi(geobox: GeoBox, index: int) -> np.ndarray:
+    """Band ``index`` (0-based date) of the real NDVI series on ``geobox``.
+
+    Pixels are picked by nearest neighbour, as the sources pick them from the scenes' odd
+    native grid: the independent reference every source must match.
+    """
+    out = np.full(geobox.shape, np.nan, dtype=np.float32)
+    with rasterio.open(real_path("slovenia-s2", "ndvi_timeseries.tif")) as src:
+        rasterio.warp.reproject(
+            src.read(index + 1),
+            out,
+            src_transform=src.transform,
+            src_crs=src.crs,
+            src_nodata=np.nan,
+            dst_transform=geobox.affine,
+            dst_crs=str(geobox.crs),
+            dst_nodata=np.nan,
+            resampling=Resampling.nearest,
+        )
+    return out
+
+
+def assert_ndvi_matches_reference(stack: xr.Dataset) -> None:
+    """NDVI of a computed stack equals the real reference series date by date (1e-6)."""
+    geobox = stack.odc.geobox
+    red = stack["red"].values.astype(np.float64)
+    nir = stack["nir"].values.astype(np.float64)
+    ndvi = (nir - red) / (nir + red)
+    dates = [str(t)[:10] for t in stack.time.values]
+    assert dates == list(SLOVENIA_DATES[: len(dates)]) or set(dates) <= set(SLOVENIA_DATES)
+    for t, day in enumerate(dates):
+        ref = reference_ndvi(geobox, SLOVENIA_DATES.index(day))
+        assert np.isfinite(ref).mean() > 0.5
+        np.testing.assert_allclose(ndvi[t], ref, rtol=0, atol=1e-6, equal_nan=True)

@@ -46,7 +46,12 @@ Typical use::
 
 Every handler calls :meth:`FakeHandler.apply_fault` with the bytes it would send (for a COG
 range request: the requested slice), so ``server.inject("/search", "503")`` or
-``server.inject("/cogs/", "truncate", times=5)`` work. 404 answers consume no fault.
+``server.inject("/cogs/", "truncate", times=5)`` work. 404 answers consume no fault. One
+GDAL read makes a ``HEAD`` and one or more ranged ``GET`` requests, so arm COG faults with enough
+``times`` to reach the ``GET``. GDAL keeps damaged bytes in its process-wide /vsicurl/ cache:
+read with ``CPL_VSIL_CURL_NON_CACHED=f"/vsicurl/{server.url}/"`` (GDAL splits the value on
+``:``, so in practice this turns caching off for every ``/vsicurl/http`` URL while set) and
+``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR``, and set ``NO_PROXY=127.0.0.1,localhost``.
 """
 
 from __future__ import annotations
@@ -155,6 +160,13 @@ _EXTENSIONS = [
     "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
 ]
 _GEOJSON = "application/geo+json"
+
+#: Next-link style: Earth Search (``body-token``) or Planetary Computer (``full-body``).
+Paging = Literal["body-token", "full-body"]
+#: Asset keys: common names (Earth Search) or band ids (Planetary Computer).
+AssetStyle = Literal["earth-search", "planetary-computer"]
+#: What ``raster:bands`` offset declares when the flag says the offset was applied.
+OffsetDeclaration = Literal["effective", "baseline"]
 _MAX_LIMIT = 10_000
 
 
@@ -176,12 +188,12 @@ class StacFakeConfig:
     """
 
     page_size: int = 2
-    paging: Literal["body-token", "full-body"] = "body-token"
-    assets: Literal["earth-search", "planetary-computer"] = "earth-search"
+    paging: Paging = "body-token"
+    assets: AssetStyle = "earth-search"
     baseline: str = "02.01"
     boa_offset_applied: bool | None = False
     collection: str = "sentinel-2-l1c"
-    offset_declaration: Literal["effective", "baseline"] = "effective"
+    offset_declaration: OffsetDeclaration = "effective"
 
     @property
     def shifted(self) -> bool:
@@ -221,7 +233,7 @@ def item_id(day: date) -> str:
     return f"S2A_33TVM_{day:%Y%m%d}_0_L1C"
 
 
-def asset_key(band: str, assets: Literal["earth-search", "planetary-computer"]) -> str:
+def asset_key(band: str, assets: AssetStyle) -> str:
     """Asset key of band id ``band`` (``B04``) in the given naming style."""
     return COMMON_NAMES[band] if assets == "earth-search" else band
 
@@ -428,7 +440,7 @@ def _landing(base: str) -> dict[str, Any]:
     }
 
 
-class BadRequest(ValueError):
+class BadRequestError(ValueError):
     """A search request the fake (like a real API) answers with 400."""
 
 
@@ -441,7 +453,7 @@ def _parse_instant(text: str, *, end: bool) -> datetime | None:
     try:
         moment = datetime.fromisoformat(text.replace("z", "Z"))
     except ValueError as err:
-        raise BadRequest(f"invalid datetime {text!r}") from err
+        raise BadRequestError(f"invalid datetime {text!r}") from err
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment
@@ -468,20 +480,22 @@ _OPS = {
 def _matches_query(properties: Mapping[str, Any], query: Mapping[str, Any]) -> bool:
     for name, condition in query.items():
         if not isinstance(condition, Mapping):
-            raise BadRequest(f"query for {name!r} must be an object of operators")
+            raise BadRequestError(f"query for {name!r} must be an object of operators")
         if name not in properties:
             return False
         for op, operand in condition.items():
             if op not in _OPS:
-                raise BadRequest(f"unsupported query operator {op!r}")
+                raise BadRequestError(f"unsupported query operator {op!r}")
             if not _OPS[op](properties[name], operand):
                 return False
     return True
 
 
 def search_items(items: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> list[Any]:
-    """Items matching a search (``collections``, ``ids``, ``bbox``, ``intersects``,
-    ``datetime``, ``query``), sorted by datetime.
+    """Items matching a search, sorted by datetime.
+
+    Honours ``collections``, ``ids``, ``bbox``, ``intersects``, ``datetime`` (``a/b``, open
+    ends ``..``) and ``query`` (``eq``, ``neq``, ``lt``, ``lte``, ``gt``, ``gte``, ``in``).
 
     Args:
         items: All items of the fake.
@@ -491,7 +505,7 @@ def search_items(items: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) 
         Matching items, oldest first.
 
     Raises:
-        BadRequest: A parameter is malformed.
+        BadRequestError: A parameter is malformed.
     """
     found = list(items)
     collections = params.get("collections")
@@ -503,7 +517,7 @@ def search_items(items: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) 
     bbox = params.get("bbox")
     if bbox:
         if len(bbox) not in (4, 6):
-            raise BadRequest(f"bbox must have 4 or 6 numbers, got {bbox}")
+            raise BadRequestError(f"bbox must have 4 or 6 numbers, got {bbox}")
         coords = [float(v) for v in bbox]
         area = box(*coords[:2], *coords[-3:-1]) if len(coords) == 6 else box(*coords)
         found = [i for i in found if area.intersects(shape(i["geometry"]))]
@@ -524,7 +538,7 @@ def search_items(items: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) 
     query = params.get("query")
     if query:
         if not isinstance(query, Mapping):
-            raise BadRequest("query must be an object")
+            raise BadRequestError("query must be an object")
         found = [i for i in found if _matches_query(i["properties"], query)]
     return sorted(found, key=lambda i: (i["properties"]["datetime"], i["id"]))
 
@@ -537,7 +551,7 @@ def _decode_token(token: str) -> int:
     try:
         return int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
     except (ValueError, KeyError, TypeError) as err:
-        raise BadRequest(f"invalid paging token {token!r}") from err
+        raise BadRequestError(f"invalid paging token {token!r}") from err
 
 
 def _get_params(query_string: str) -> dict[str, Any]:
@@ -557,7 +571,7 @@ def _get_params(query_string: str) -> dict[str, Any]:
             else:
                 params[key] = value
     except ValueError as err:
-        raise BadRequest(f"invalid search parameter: {err}") from err
+        raise BadRequestError(f"invalid search parameter: {err}") from err
     return params
 
 
@@ -576,6 +590,13 @@ class StacHandler(FakeHandler):
         items: list[dict[str, Any]] = self.server.state["items"]
         return items
 
+    def handle(self) -> None:
+        """Serve one connection; a client hanging up mid-reply (after a fault) is no error."""
+        try:
+            super().handle()
+        except (ConnectionResetError, BrokenPipeError):
+            self.close_connection = True
+
     def _not_found(self, what: str) -> None:
         self.send_json({"code": "NotFound", "description": f"{what} not found"}, status=404)
 
@@ -584,15 +605,15 @@ class StacHandler(FakeHandler):
         if not self.apply_fault(data):
             self.send_bytes(data, content_type=content_type)
 
-    def do_HEAD(self) -> None:
+    def do_HEAD(self) -> None:  # noqa: N802 (http.server API)
         """HEAD: as GET without the body (GDAL's /vsicurl/ asks for the size first)."""
         self._route_get()
 
-    def do_GET(self) -> None:
+    def do_GET(self) -> None:  # noqa: N802 (http.server API)
         """GET routes."""
         self._route_get()
 
-    def do_POST(self) -> None:
+    def do_POST(self) -> None:  # noqa: N802 (http.server API)
         """POST /search."""
         self.server.record("POST", self.path)
         parts = urlsplit(self.path)
@@ -632,7 +653,7 @@ class StacHandler(FakeHandler):
         elif segments == ["search"]:
             try:
                 params = _get_params(parts.query)
-            except BadRequest as err:
+            except BadRequestError as err:
                 self.send_json({"code": "BadRequest", "description": str(err)}, status=400)
                 return
             self._search(params, method="GET", href=f"{base}/search")
@@ -654,7 +675,7 @@ class StacHandler(FakeHandler):
             elif len(segments) == 3 and segments[2] == "items":
                 try:
                     params = _get_params(parts.query)
-                except BadRequest as err:
+                except BadRequestError as err:
                     self.send_json({"code": "BadRequest", "description": str(err)}, status=400)
                     return
                 params["collections"] = [self.config.collection]
@@ -688,9 +709,9 @@ class StacHandler(FakeHandler):
             offset = _decode_token(str(token)) if token else 0
             limit = int(params.get("limit") or config.page_size)
             if not 1 <= limit <= _MAX_LIMIT:
-                raise BadRequest(f"limit must be 1..{_MAX_LIMIT}, got {limit}")
+                raise BadRequestError(f"limit must be 1..{_MAX_LIMIT}, got {limit}")
             found = search_items(self.items, params)
-        except (BadRequest, TypeError, ValueError) as err:
+        except (BadRequestError, TypeError, ValueError) as err:
             self.send_json({"code": "BadRequest", "description": str(err)}, status=400)
             return
         size = min(limit, config.page_size)
