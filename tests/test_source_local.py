@@ -21,7 +21,7 @@ from shapely.geometry import box
 from agrimon.errors import AgrimonError, ConfigError, SourceError
 from agrimon.grid import Tile, geobox_for, plan_tiles, to_lonlat
 from agrimon.sources import get_source
-from agrimon.sources.bands import BAND_IDS
+from agrimon.sources.bands import BAND_IDS, dn_to_reflectance
 from agrimon.sources.base import ALL_BANDS, BANDS, SCL, Scene, Source
 from agrimon.sources.local import (
     BandFile,
@@ -175,24 +175,47 @@ NameFn = Callable[[str, datetime, str], str]
 
 
 def _split_bands(
-    scene_files: list[Path], out: Path, name: NameFn, *, tags: bool = True, add: int = 0
+    scene_files: list[Path],
+    out: Path,
+    name: NameFn,
+    *,
+    tag: str | None = "DATETIME",
+    describe: bool = False,
+    add: int = 0,
+    as_float: bool = False,
 ) -> dict[str, dict[str, Path]]:
-    """Write each real scene as one file per band; returns ``{day: {band id: path}}``."""
+    """Write each real scene as one file per band; returns ``{day: {band id: path}}``.
+
+    Args:
+        scene_files: The real multi-band scenes.
+        out: Folder to write under.
+        name: File path (relative to ``out``) of a day, time and band id.
+        tag: Tag to write the acquisition time in (``TIFFTAG_DATETIME`` in TIFF format).
+        describe: Whether to keep the band description.
+        add: DN offset to add (baseline 04.00 files hold DN + 1000).
+        as_float: Write float32 reflectance (NaN nodata) instead of DNs.
+    """
     written: dict[str, dict[str, Path]] = {}
     for path in scene_files:
         data, profile, descriptions, file_tags = _read(path)
         when = datetime.fromisoformat(file_tags["DATETIME"])
         day = f"{when:%Y-%m-%d}"
+        stamp = f"{when:%Y:%m:%d %H:%M:%S}" if tag == "TIFFTAG_DATETIME" else file_tags["DATETIME"]
         written[day] = {}
         for i, band_id in enumerate(descriptions):
             values = data[i : i + 1]
+            like = profile
             if add:
                 values = np.where(values == 0, 0, values + add).astype(np.uint16)
+            if as_float:
+                values = dn_to_reflectance(values)
+                like = {**profile, "nodata": float("nan")}
             written[day][band_id] = _write(
                 out / name(day, when, band_id),
                 values,
-                profile,
-                tags={"DATETIME": file_tags["DATETIME"]} if tags else None,
+                like,
+                descriptions=(band_id,) if describe else None,
+                tags={tag: stamp} if tag else None,
             )
     return written
 
@@ -265,21 +288,25 @@ def test_parent_folder_skips_unrelated_rasters(real: Path, tiles: tuple[Tile, ..
 
 BAND_NAMES = {v: k for k, v in BAND_IDS.items()}
 RES = {b: 10 if b in ("B02", "B03", "B04", "B08") else 20 for b in BAND_NAMES}
-LAYOUT_NAMES: dict[str, tuple[NameFn, bool]] = {
-    "ids-with-tag": (lambda day, when, b: f"S2_{when:%Y%m%d}_{b}.tif", True),
-    "common-names-no-tag": (
-        lambda day, when, b: f"{when:%Y-%m-%dT%H%M%S}_{BAND_NAMES[b]}.tif",
-        False,
-    ),
-    "date-folders": (lambda day, when, b: f"{day}/{b}.tif", True),
-    "sentinel-names": (
-        lambda day, when, b: f"T33TWM_{when:%Y%m%dT%H%M%S}_{b}_{RES[b]}m.tif",
-        False,
-    ),
+LAYOUTS: dict[str, dict[str, Any]] = {
+    "ids-described": {"name": lambda d, w, b: f"S2_{w:%Y%m%d}_{b}.tif", "describe": True},
+    "common-names-time-in-name": {
+        "name": lambda d, w, b: f"{w:%Y-%m-%dT%H%M%S}_{BAND_NAMES[b]}.tif",
+        "tag": None,
+    },
+    "date-folders-tiff-datetime": {
+        "name": lambda d, w, b: f"{d}/{b}.tif",
+        "tag": "TIFFTAG_DATETIME",
+    },
+    "sentinel-names": {
+        "name": lambda d, w, b: f"T33TWM_{w:%Y%m%dT%H%M%S}_{b}_{RES[b]}m.tif",
+        "tag": None,
+    },
+    "float-reflectance": {"name": lambda d, w, b: f"S2_{d}_{b}.tif", "as_float": True},
 }
 
 
-@pytest.mark.parametrize("layout", list(LAYOUT_NAMES))
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_one_file_per_band_gives_the_same_stack(
     layout: str,
     real: Path,
@@ -288,13 +315,12 @@ def test_one_file_per_band_gives_the_same_stack(
     times: list[datetime],
     tmp_path: Path,
 ) -> None:
-    name, tags = LAYOUT_NAMES[layout]
-    _split_bands(scene_files, tmp_path, name, tags=tags)
+    _split_bands(scene_files, tmp_path, **LAYOUTS[layout])
     split, whole = _source(tmp_path), _source(real / "scenes")
     tile = tiles[0]
     scenes = split.find_scenes(tile, START, END)
     assert [s.time for s in scenes] == times
-    assert len(scenes[0].meta["parts"]) == 1
+    assert [len(s.meta["parts"]) for s in scenes] == [1] * len(DAYS)
     got = split.load(tile, scenes, chunk_px=CHUNK).compute()
     want = whole.load(tile, whole.find_scenes(tile, START, END), chunk_px=CHUNK).compute()
     xr.testing.assert_equal(got, want)

@@ -31,6 +31,7 @@ from agrimon.sources.sentinelhub import (
     MAX_PX,
     SentinelHubSource,
     catalog_filter,
+    clear_sessions,
     decode_process_response,
     plan_fetch_px,
     process_plan,
@@ -83,8 +84,10 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPath
     for var in ("SH_CLIENT_ID", "SH_CLIENT_SECRET", "SH_PROFILE"):
         monkeypatch.delenv(var, raising=False)
     SentinelHubDownloadClient.clear_cache()
+    clear_sessions()
     yield
     SentinelHubDownloadClient.clear_cache()
+    clear_sessions()
 
 
 def need_data() -> None:

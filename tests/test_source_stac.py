@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -63,10 +64,12 @@ def test_pure_helpers() -> None:
     body = search_body("sentinel-2-l2a", (14.5, 45.9, 14.6, 46.0), START, END, 30)
     assert body["datetime"] == "2015-07-01T00:00:00Z/2015-09-30T23:59:59Z"
     assert body["query"] == {"eo:cloud_cover": {"lte": 30}}
-    es = {"assets": {"red": {}, "nir08": {}, "scl": {}}}
-    pc = {"assets": {"B04": {}, "B8A": {}, "SCL": {}}}
-    cdse = {"assets": {"B04_10m": {}, "B8A_20m": {}, "SCL_20m": {}}}
-    eo = {"assets": {"band4": {"eo:bands": [{"name": "B04", "common_name": "red"}]}}}
+    es: dict[str, Any] = {"assets": {"red": {}, "nir08": {}, "scl": {}}}
+    pc: dict[str, Any] = {"assets": {"B04": {}, "B8A": {}, "SCL": {}}}
+    cdse: dict[str, Any] = {"assets": {"B04_10m": {}, "B8A_20m": {}, "SCL_20m": {}}}
+    eo: dict[str, Any] = {
+        "assets": {"band4": {"eo:bands": [{"name": "B04", "common_name": "red"}]}}
+    }
     assert [asset_key(i, "red") for i in (es, pc, cdse, eo)] == ["red", "B04", "B04_10m", "band4"]
     assert [asset_key(i, "nir08") for i in (es, pc, cdse)] == ["nir08", "B8A", "B8A_20m"]
     assert [asset_key(i, "scl") for i in (es, pc, cdse, eo)] == ["scl", "SCL", "SCL_20m", None]

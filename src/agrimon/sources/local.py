@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -40,7 +41,7 @@ from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 from pyproj import Transformer
 from rasterio import crs as rio_crs
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.warp import Resampling, reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 from shapely.geometry import box, shape
@@ -384,10 +385,13 @@ def classify(header: RasterHeader, root: Path) -> Entry | BandFile | str:
     path = header.path
     bands = bands_from_descriptions(header.descriptions)
     span: tuple[int, int] | None = None
-    if not bands and header.count == 1:
+    if header.count == 1:
         hit = band_from_name(path.stem)
         if hit is not None:
-            bands, span = {hit[0]: 1}, hit[1]
+            # The band token leaves the scene name even when the description names the band,
+            # so that S2_20150711_B04.tif and S2_20150711_B08.tif group together.
+            span = hit[1]
+            bands = bands or {hit[0]: 1}
     if not bands:
         return "unnamed"
     try:
@@ -804,6 +808,21 @@ def scan_stac(items: Sequence[pystac.Item], origin: Path) -> list[Entry]:
     return entries
 
 
+def quiet_warp_warnings() -> None:
+    """Hide rasterio's spurious "no geotransform" warning from array warps.
+
+    It fires at random when dask threads warp arrays concurrently, though the arrays carry
+    their transforms and the picks are exact (odc-geo#131). Only warnings raised inside
+    ``rasterio.warp`` are hidden; adding the filter again replaces it (idempotent).
+    """
+    warnings.filterwarnings(
+        "ignore",
+        message="Dataset has no geotransform",
+        category=NotGeoreferencedWarning,
+        module=r"rasterio\.warp",
+    )
+
+
 def _rio_crs(geobox: GeoBox) -> rio_crs.CRS:
     if geobox.crs is None:
         raise SourceError(
@@ -989,6 +1008,7 @@ class LocalSource:
             for s, ps in zip(scenes, parts, strict=True)
         ]
         names = select_bands(bands, available)
+        quiet_warp_warnings()
         return lazy_stack(
             tile.geobox,
             [s.time for s in scenes],

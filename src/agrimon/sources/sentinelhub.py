@@ -96,7 +96,9 @@ _RATE_LIMIT_PATIENCE = 5
 # Concurrent Process requests of this process: dask may run many fetch tasks at once, the
 # service's rate limit (and a laptop's uplink) is better served by a few at a time.
 _PROCESS_SLOTS = threading.BoundedSemaphore(4)
-# One token request even when many tasks start together (sessions are cached per client id).
+# OAuth sessions by token URL, base URL, client id and secret hash; one token request even
+# when many tasks start together.
+_SESSIONS: dict[tuple[str, str, str, bytes], Any] = {}
 _SESSION_LOCK = threading.Lock()
 _COLLECTION_LOCK = threading.Lock()
 
@@ -613,10 +615,8 @@ class SentinelHubSource:
     def _post_json(self, url: str, body: Mapping[str, Any], what: str) -> bytes:
         from sentinelhub import SentinelHubDownloadClient
 
-        client = SentinelHubDownloadClient(config=self.config())
         try:
-            with _SESSION_LOCK:
-                client.get_session()
+            client = SentinelHubDownloadClient(config=self.config(), session=self._session())
             page = client.get_json_dict(url, post_values=dict(body), use_session=True)
         except ValueError as err:  # JSON decoding of a damaged reply
             raise RetryableError(f"undecodable catalog page ({type(err).__name__})") from err
@@ -714,6 +714,23 @@ class SentinelHubSource:
         )
         return to_stack(decoded["arrays"], plan)
 
+    def _session(self) -> Any:
+        """The OAuth session of these credentials, created (one token request) on first use.
+
+        sentinelhub-py caches sessions by client id and URL only, so a cached session would
+        hide a changed or wrong secret: agrimon keeps its own, keyed on the secret's hash too.
+        """
+        from sentinelhub import SentinelHubSession
+
+        config = self.config()
+        secret = config.sh_client_secret.encode()
+        key = (self.token_url, self.base_url, config.sh_client_id, hashlib.sha256(secret).digest())
+        with _SESSION_LOCK:
+            session = _SESSIONS.get(key)
+            if session is None:
+                session = _SESSIONS[key] = SentinelHubSession(config=config)
+            return session
+
     def _process_request(self, scene: Scene, block: GeoBox, plan: ProcessPlan) -> Any:
         """The Process API download request of ``scene`` over ``block`` (no I/O)."""
         from sentinelhub import CRS, BBox, MimeType, MosaickingOrder, SentinelHubRequest
@@ -742,15 +759,19 @@ class SentinelHubSource:
         """POST a Process request with sentinelhub-py's client (its retries and rate limit)."""
         from sentinelhub import SentinelHubDownloadClient
 
-        client = SentinelHubDownloadClient(config=self.config())
         with _PROCESS_SLOTS:
             try:
-                with _SESSION_LOCK:
-                    client.get_session()
+                client = SentinelHubDownloadClient(config=self.config(), session=self._session())
                 (response,) = client.download([request], max_threads=1, decode_data=False)
             except Exception as err:
                 raise _source_error(err, what) from err
         return bytes(response.content)
+
+
+def clear_sessions() -> None:
+    """Forget the OAuth sessions (tests; or after credentials were revoked)."""
+    with _SESSION_LOCK:
+        _SESSIONS.clear()
 
 
 def _source_error(err: Exception, what: str) -> Exception:

@@ -1,0 +1,150 @@
+"""`agrimon run` end to end from the command line against the loopback fakes of real services."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+
+from .conftest import SLOVENIA_DATES, real_path, reference_ndvi, slovenia_aoi
+from .fakes.base import FakeServer
+from .fakes.stac_api import StacFakeConfig, stac_fake
+from .test_cli import AGRIMON
+
+PERIOD = ["--start", "2015-07-01", "--end", "2015-09-30"]
+
+
+@pytest.fixture
+def aoi_file(tmp_path: Path) -> Path:
+    real_path("slovenia-s2", "scenes")
+    path = tmp_path / "ljubljana.geojson"
+    gpd.GeoDataFrame({"name": ["Ljubljana fields"]}, geometry=[slovenia_aoi()], crs=4326).to_file(
+        path
+    )
+    return path
+
+
+@pytest.fixture
+def stac_server(tmp_path: Path) -> Iterator[FakeServer]:
+    real_path("slovenia-s2", "scenes")
+    with stac_fake(tmp_path / "fake", StacFakeConfig()) as server:
+        yield server
+
+
+def agrimon(
+    *args: str, tmp_path: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real console script with a private Prefect home and loopback settings."""
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "NO_PROXY": "127.0.0.1,localhost",
+        **(extra_env or {}),
+    }
+    return subprocess.run(
+        [str(AGRIMON), *args], capture_output=True, text=True, env=env, timeout=600, check=False
+    )
+
+
+def _median_reference(path: Path) -> np.ndarray:
+    """Median of the real NDVI series over the five dates on the product's own grid."""
+    from agrimon.grid import geobox_for
+
+    with rasterio.open(path) as src:
+        grid = geobox_for(tuple(src.bounds), src.crs.to_epsg(), src.res[0])
+        inside = src.read_masks(1) > 0
+    series = np.stack([reference_ndvi(grid, i) for i in range(len(SLOVENIA_DATES))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.where(inside, np.nanmedian(series, axis=0), np.nan)
+
+
+@pytest.mark.slow
+def test_run_stac_end_to_end_then_from_cache_then_offline(
+    stac_server: FakeServer, aoi_file: Path, tmp_path: Path
+) -> None:
+    common = [
+        str(aoi_file),
+        "--source",
+        "stac",
+        "--stac-url",
+        stac_server.url,
+        "--level",
+        "l1c",
+        *PERIOD,
+    ]
+    common += ["--cache-dir", str(tmp_path / "cache"), "--tile-px", "64"]
+    first = agrimon("run", *common, "--out", str(tmp_path / "out"), tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    folder = Path(first.stdout.strip().splitlines()[-1])
+    assert folder == tmp_path / "out" / "ljubljana" / "2015-07-01_2015-09-30"
+    with rasterio.open(folder / "ndvi_median.tif") as src:
+        assert src.crs.to_epsg() == 32633
+        got = src.read(1)
+    np.testing.assert_allclose(
+        got, _median_reference(folder / "ndvi_median.tif"), atol=1e-6, equal_nan=True
+    )
+    with rasterio.open(folder / "clear_count.tif") as src:
+        counts = src.read(1, masked=True)
+        assert counts.max() == 5  # L1C has no SCL: every observation with data counts
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["source"]["endpoint"] == stac_server.url
+    assert len(manifest["tiles"][0]["scenes"]) == 5
+
+    stac_server.reset_counts()
+    again = agrimon("run", *common, "--out", str(tmp_path / "again"), tmp_path=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert stac_server.count() == 0  # every response came from the cache
+
+    offline = agrimon(
+        "run", *common, "--offline", "--out", str(tmp_path / "offline"), tmp_path=tmp_path
+    )
+    assert offline.returncode == 0, offline.stderr[-3000:]
+    assert stac_server.count() == 0
+    with rasterio.open(Path(offline.stdout.strip().splitlines()[-1]) / "ndvi_median.tif") as src:
+        np.testing.assert_array_equal(src.read(1), got)
+
+
+@pytest.mark.slow
+def test_run_stac_with_a_lasting_corrupt_cog_exits_2_and_writes_nothing(
+    stac_server: FakeServer, aoi_file: Path, tmp_path: Path
+) -> None:
+    stac_server.inject("/cogs/", "corrupt", times=10_000)
+    out = tmp_path / "out"
+    proc = agrimon(
+        "run",
+        str(aoi_file),
+        "--source",
+        "stac",
+        "--stac-url",
+        stac_server.url,
+        "--level",
+        "l1c",
+        *PERIOD,
+        "--retries",
+        "2",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--out",
+        str(out),
+        tmp_path=tmp_path,
+    )
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "S2A_33TVM_2015" in errors[0] and "tile 33N_" in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert not (out / "ljubljana" / "2015-07-01_2015-09-30").exists()
+    assert (
+        not any(p.name.startswith(".") for p in (out / "ljubljana").glob("*"))
+        if (out / "ljubljana").exists()
+        else True
+    )
