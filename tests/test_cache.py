@@ -157,6 +157,8 @@ def test_common_names(label: str, name: str | None) -> None:
         (-0.1, "05.09", True, 0.0),  # Earth Search, already applied: never twice
         (None, "04.00", True, 0.0),
         (0.0, None, None, 0.0),
+        (0.0, "04.00", None, -0.1),  # a zero declared offset is "none declared"
+        (-0.05, None, None, -0.05),  # a declared offset is honoured as is
     ],
 )
 def test_baseline_offset_applied_exactly_once(

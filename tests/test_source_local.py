@@ -26,15 +26,17 @@ from agrimon.sources.base import ALL_BANDS, BANDS, SCL, Scene, Source
 from agrimon.sources.local import (
     BandFile,
     BandRef,
+    Entry,
     LocalSource,
+    RasterHeader,
     band_from_name,
     bands_from_descriptions,
+    classify,
     cover_window,
     group_band_files,
     item_entry,
     parse_timestamp,
     pick_time,
-    reflectance_offset,
     scene_name,
     select_bands,
     time_from_name,
@@ -263,6 +265,11 @@ def test_real_scenes_load_matches_reference_ndvi(
     assert all(v.dtype == np.float32 for v in lazy.data_vars.values())
     assert lazy.red.chunks is not None and lazy.red.chunks[1][0] == CHUNK
     assert lazy.odc.geobox == tiles[0].geobox
+    # The monitor asks for red, nir and scl: L1C scenes give the first two.
+    assert list(source.load(tiles[0], scenes, bands=("red", "nir", SCL)).data_vars) == [
+        "red",
+        "nir",
+    ]
     _check_against_reference(source, tiles, real, scene_files)
 
 
@@ -578,29 +585,56 @@ def test_bands_from_descriptions() -> None:
     assert bands_from_descriptions(("2015-07-11T10:00:08", None)) == {}
 
 
-@pytest.mark.parametrize(
-    ("declared", "baseline", "applied", "want"),
-    [
-        (-0.1, "04.00", None, -0.1),  # declared: applied once
-        (0.0, "04.00", None, -0.1),  # undeclared: the source adds it
-        (0.0, "05.09", False, -0.1),
-        (-0.1, "04.00", True, 0.0),  # pixels already harmonised
-        (0.0, "04.00", True, 0.0),
-        (0.0, "02.09", None, 0.0),
-        (0.0, None, None, 0.0),
-        (-0.05, None, None, -0.05),  # a declared offset is honoured as is
-    ],
-)
-def test_reflectance_offset(
-    declared: float, baseline: str | None, applied: bool | None, want: float
-) -> None:
-    assert reflectance_offset(declared, baseline, applied) == want
-
-
 def _band_file(
     path: str, band: str, when: datetime, folder: str = "/d", name: str = "S2"
 ) -> BandFile:
     return BandFile(BandRef(path), band, when, folder, name, box(0, 0, 1, 1))
+
+
+def _header(
+    path: Path,
+    descriptions: tuple[str | None, ...] = (None,),
+    *,
+    dtype: str = "uint16",
+    tags: Mapping[str, str] | None = None,
+    crs: bool = True,
+) -> RasterHeader:
+    n = len(descriptions)
+    return RasterHeader(
+        path=path,
+        count=n,
+        descriptions=descriptions,
+        dtypes=(dtype,) * n,
+        nodata=(None,) * n,
+        scales=(1.0,) * n,
+        offsets=(0.0,) * n,
+        tags=dict(tags or {}),
+        footprint=box(14.0, 46.0, 14.1, 46.1) if crs else None,
+    )
+
+
+def test_classify_headers() -> None:
+    root = Path("/data")
+    multi = classify(_header(root / "S2_L1C_2015-07-11.tif", ("B02", "B04", "B08")), root)
+    assert isinstance(multi, Entry) and multi.id == "S2_L1C_2015-07-11"
+    assert multi.time == datetime(2015, 7, 11) and multi.bands["nir"].index == 3
+    assert multi.bands["red"] == BandRef(str(root / "S2_L1C_2015-07-11.tif"), 2, 1e-4, 0.0, 0.0)
+    # A per-date folder gives the date; the band token leaves the scene name.
+    dated = classify(_header(root / "2015-07-11" / "B04.tif", ("B04",)), root)
+    assert isinstance(dated, BandFile) and (dated.band, dated.name) == ("red", "")
+    assert dated.time == datetime(2015, 7, 11)
+    # Float files are reflectance already; a baseline tag only shifts integer DNs.
+    tags = {"PROCESSING_BASELINE": "04.00", "DATETIME": "2022-03-01T10:00:00"}
+    flt = classify(_header(root / "x_B04.tif", dtype="float32", tags=tags), root)
+    dn = classify(_header(root / "x_B04.tif", tags=tags), root)
+    assert isinstance(flt, BandFile) and isinstance(dn, BandFile)
+    assert (flt.ref.scale, flt.ref.offset, flt.ref.nodata) == (1.0, 0.0, None)
+    assert (dn.ref.scale, dn.ref.offset, dn.ref.nodata) == (1e-4, -0.1, 0.0)
+    assert classify(_header(root / "lulc.tif"), root) == "unnamed"
+    assert classify(_header(root / "S2_B04.tif"), root) == "undated"
+    with pytest.raises(SourceError) as err:
+        classify(_header(root / "2015-07-11_red.tif", crs=False), root)
+    assert "2015-07-11_red.tif" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_group_band_files() -> None:
@@ -633,6 +667,9 @@ def test_select_bands() -> None:
     assert select_bands(ALL_BANDS, [("a", no_scl - {"blue"})]) == BANDS[1:]
     assert select_bands(ALL_BANDS, []) == BANDS
     assert select_bands(("red", "nir", "red"), [("a", no_scl)]) == ("red", "nir")
+    # SCL is optional even when asked for (what the monitor asks of L1C scenes).
+    assert select_bands(("red", "nir", SCL), [("a", full), ("b", no_scl)]) == ("red", "nir")
+    assert select_bands(("red", SCL), [("a", full)]) == ("red", SCL)
     with pytest.raises(SourceError) as err:
         select_bands(("red", "nir"), [("a", no_scl), ("S2_2015-07-31", no_scl - {"nir"})])
     assert "S2_2015-07-31" in str(err.value) and "nir" in str(err.value)
@@ -781,6 +818,9 @@ def test_scenes_from_another_source_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as err:
         _source(tmp_path).load(ANY_TILE, [foreign])
     _one_line(err, "DEMO_S2_L2A_20240101", "find_scenes")
+    with pytest.raises(SourceError) as err:
+        _source(tmp_path).load(ANY_TILE, [])
+    _one_line(err, ANY_TILE.id, "no scenes")
 
 
 def test_broken_catalog_is_named(tmp_path: Path) -> None:

@@ -51,11 +51,10 @@ from agrimon.errors import ConfigError, SourceError
 from agrimon.grid import Tile
 from agrimon.sources.bands import (
     BAND_IDS,
-    BASELINE_04_OFFSET,
     DN_SCALE,
     common_name,
     dn_to_reflectance,
-    needs_baseline_offset,
+    reflectance_offset,
 )
 from agrimon.sources.base import ALL_BANDS, BANDS, DEFAULT_CHUNK_PX, SCL, Scene
 from agrimon.sources.lazy import lazy_stack
@@ -329,26 +328,6 @@ def bands_from_descriptions(descriptions: Sequence[str | None]) -> dict[str, int
     return out
 
 
-def reflectance_offset(declared: float, baseline: str | None, applied: bool | None) -> float:
-    """Reflectance offset to add after scaling, with the baseline offset exactly once.
-
-    Args:
-        declared: Offset the metadata declares (``raster:bands`` or GDAL), reflectance units.
-        baseline: ``s2:processing_baseline``, when known.
-        applied: ``earthsearch:boa_offset_applied``, when known.
-
-    Returns:
-        0 when the pixels are already harmonised (a declared −0.1 would apply it twice);
-        the declared offset, or −0.1 when none is declared, for baseline ≥ 04.00 pixels;
-        else the declared offset.
-    """
-    if applied:
-        return 0.0
-    if needs_baseline_offset(baseline, applied):
-        return declared if declared else BASELINE_04_OFFSET
-    return declared
-
-
 def _float_or_none(value: Any) -> float | None:
     if value is None:
         return None
@@ -596,6 +575,9 @@ def select_bands(
 ) -> tuple[str, ...]:
     """Bands a stack will hold.
 
+    ``scl`` is optional: the stack holds it only when every scene has it (L1C files have
+    none, and the masks judge such stacks on nodata alone).
+
     Args:
         requested: Bands asked for; :data:`ALL_BANDS` means "every band all scenes have".
         available: ``(scene id, bands it has)`` per scene.
@@ -604,17 +586,18 @@ def select_bands(
         The bands, in the order asked (spectral order for ``ALL_BANDS``).
 
     Raises:
-        SourceError: For an unknown band, or a band asked for explicitly that a scene lacks.
+        SourceError: For an unknown band, or a reflectance band asked for explicitly that a
+            scene lacks.
     """
     unknown = [b for b in requested if b not in BAND_IDS]
     if unknown:
         raise SourceError(
             f"local source has no band(s) {', '.join(unknown)}: choose from {', '.join(BAND_IDS)}"
         )
+    if not available:
+        return BANDS if tuple(requested) == ALL_BANDS else tuple(dict.fromkeys(requested))
+    common = frozenset.intersection(*(have for _, have in available))
     if tuple(requested) == ALL_BANDS:
-        if not available:
-            return BANDS
-        common = frozenset.intersection(*(have for _, have in available))
         chosen = tuple(b for b in ALL_BANDS if b in common)
         if not any(b in BANDS for b in chosen):
             raise SourceError(
@@ -623,12 +606,12 @@ def select_bands(
         return chosen
     for band in requested:
         for scene_id, have in available:
-            if band not in have:
+            if band != SCL and band not in have:
                 raise SourceError(
                     f"scene {scene_id} has no {band} band ({BAND_IDS[band]}): add it to the "
                     "scene's files or ask for fewer bands"
                 )
-    return tuple(dict.fromkeys(requested))
+    return tuple(b for b in dict.fromkeys(requested) if b != SCL or SCL in common)
 
 
 def cover_window(
@@ -1000,8 +983,14 @@ class LocalSource:
         only where the files have it).
 
         Raises:
-            SourceError: For a band asked for that a scene lacks, or foreign scenes.
+            SourceError: For no scenes, a band asked for that a scene lacks, or scenes
+                another source found.
         """
+        if not scenes:
+            raise SourceError(
+                f"no scenes to load for tile {tile.id}: widen the dates or check that "
+                f"{self.path} covers the area (find_scenes found none)"
+            )
         parts = [scene_parts(s) for s in scenes]
         available = [
             (s.id, frozenset.intersection(*(frozenset(p) for p in ps)))
