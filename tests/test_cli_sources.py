@@ -16,6 +16,7 @@ import rasterio
 
 from .conftest import SLOVENIA_DATES, real_path, reference_ndvi, slovenia_aoi
 from .fakes.base import FakeServer
+from .fakes.sentinelhub_api import CLIENT_ID, CLIENT_SECRET, fake_sentinelhub, token_url
 from .fakes.stac_api import StacFakeConfig, stac_fake
 from .test_cli import AGRIMON
 
@@ -146,3 +147,95 @@ def test_run_stac_with_a_lasting_corrupt_cog_exits_2_and_writes_nothing(
     # No half-written product hides beside it either.
     parent = out / "ljubljana"
     assert not parent.exists() or list(parent.iterdir()) == []
+
+
+@pytest.fixture
+def sh_server() -> Iterator[FakeServer]:
+    real_path("slovenia-s2", "scenes")
+    with fake_sentinelhub() as server:
+        yield server
+
+
+def _sh_args(server: FakeServer, secret: str, tmp_path: Path) -> list[str]:
+    return [
+        "--source",
+        "sentinelhub",
+        "--sh-base-url",
+        server.url,
+        "--sh-token-url",
+        token_url(server),
+        "--sh-client-id",
+        CLIENT_ID,
+        "--sh-client-secret",
+        secret,
+        "--level",
+        "l1c",
+        "--max-cloud",
+        "100",
+        "--tile-px",
+        "64",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        *PERIOD,
+    ]
+
+
+SH_ENV = {"OAUTHLIB_INSECURE_TRANSPORT": "1"}  # the fake's token URL is plain http
+
+
+def _files_containing(root: Path, needle: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+@pytest.mark.slow
+def test_run_sentinelhub_end_to_end_and_the_secret_stays_secret(
+    sh_server: FakeServer, aoi_file: Path, tmp_path: Path
+) -> None:
+    env = {**SH_ENV, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    out = tmp_path / "out"
+    proc = agrimon(
+        "run",
+        str(aoi_file),
+        *_sh_args(sh_server, CLIENT_SECRET, tmp_path),
+        "--out",
+        str(out),
+        tmp_path=tmp_path,
+        extra_env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = Path(proc.stdout.strip().splitlines()[-1])
+    with rasterio.open(folder / "ndvi_median.tif") as src:
+        got = src.read(1)
+    np.testing.assert_allclose(
+        got, _median_reference(folder / "ndvi_median.tif"), atol=1e-6, equal_nan=True
+    )
+    assert sh_server.count("/api/v1/process") > 0
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["parameters"]["source_settings"]["sh_client_secret"] == "**********"
+    # Neither the logs nor any file written (products, cache, Prefect's database) hold it.
+    assert CLIENT_SECRET not in proc.stdout + proc.stderr
+    assert _files_containing(tmp_path, CLIENT_SECRET.encode()) == []
+
+
+@pytest.mark.slow
+def test_run_sentinelhub_with_a_rejected_secret_exits_2(
+    sh_server: FakeServer, aoi_file: Path, tmp_path: Path
+) -> None:
+    env = {**SH_ENV, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    out = tmp_path / "out"
+    wrong = "not-the-secret-8f2k"
+    proc = agrimon(
+        "run",
+        str(aoi_file),
+        *_sh_args(sh_server, wrong, tmp_path),
+        "--out",
+        str(out),
+        tmp_path=tmp_path,
+        extra_env=env,
+    )
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "credentials" in errors[0] and "SH_CLIENT_SECRET" in errors[0]
+    assert "Traceback" not in proc.stderr and wrong not in proc.stderr
+    assert not out.exists() or not any(out.rglob("*.tif"))

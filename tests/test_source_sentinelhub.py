@@ -59,6 +59,10 @@ from tests.fakes.sentinelhub_api import (
     token_url,
 )
 
+# rasterio warns while building reproject's in-memory destination, before it sets the
+# transform (the fake and the reference both reproject arrays): benign.
+pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+
 START, END = date(2015, 7, 1), date(2015, 9, 30)
 #: Acquisition times of the five real scenes (``timestamps.json``).
 TIMES = [
@@ -74,9 +78,11 @@ TIMES = [
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
     """No developer profile or environment leaks in; sentinelhub sessions start empty."""
-    from sentinelhub import SentinelHubDownloadClient
+    from sentinelhub.download.sentinelhub_client import SentinelHubDownloadClient
 
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # the fake's token URL is http
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
@@ -160,7 +166,9 @@ def ndvi(red: NDArray[np.float32], nir: NDArray[np.float32]) -> NDArray[np.float
     return np.asarray((nir - red) / (nir + red), dtype=np.float32)
 
 
-def assert_matches_reference(source: SentinelHubSource, tile: Tile, scenes: tuple[Scene, ...]):
+def assert_matches_reference(
+    source: SentinelHubSource, tile: Tile, scenes: tuple[Scene, ...]
+) -> None:
     stack = source.load(tile, scenes, bands=("red", "nir"), chunk_px=64).compute()
     for t, scene in enumerate(scenes):
         band = TIMES.index(scene.time) + 1
@@ -178,7 +186,7 @@ def test_evalscript_l1c_returns_dn_bands_and_datamask() -> None:
     plan = process_plan(("red", "nir", "nir08"), scl=False)
     assert plan.band_ids == ("B04", "B08", "B8A")
     assert plan.responses == ("bands", "dataMask")
-    assert '//VERSION=3' in plan.evalscript
+    assert "//VERSION=3" in plan.evalscript
     assert 'bands: ["B04", "B08", "B8A", "dataMask"], units: "DN"' in plan.evalscript
     assert '{id: "bands", bands: 3, sampleType: "UINT16"}' in plan.evalscript
     assert '{id: "dataMask", bands: 1, sampleType: "UINT8"}' in plan.evalscript
@@ -297,7 +305,7 @@ def test_credentials_resolve_settings_then_env_then_profile(tmp_path: Path) -> N
 def test_profile_credentials_read_without_writing(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    from sentinelhub import SHConfig
+    from sentinelhub.config import SHConfig
 
     xdg = tmp_path_factory.mktemp("profile")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg))
@@ -315,7 +323,9 @@ def test_missing_credentials_say_how_to_set_them(tmp_path: Path) -> None:
         assert isinstance(source, SentinelHubSource)
         assert source.describe()["credentials"].startswith("not set")
         with pytest.raises(SourceError) as err:
-            source.find_scenes(plan_tiles(box(14.55, 45.86, 14.56, 45.87), tile_px=128)[0], START, END)
+            source.find_scenes(
+                plan_tiles(box(14.55, 45.86, 14.56, 45.87), tile_px=128)[0], START, END
+            )
     message = str(err.value)
     assert "\n" not in message
     for hint in ("Copernicus Data Space", "--sh-client-id", "SH_CLIENT_ID", "sentinelhub.config"):
@@ -435,7 +445,7 @@ def test_429_and_503_are_retried(
 
 
 @pytest.mark.parametrize("kind", ["truncate", "corrupt"])
-def test_a_passing_damaged_reply_is_retried(
+def test_a_transient_damaged_reply_is_retried(
     kind: str, fake: FakeServer, settings: SourceSettings, tiles: tuple[Tile, ...]
 ) -> None:
     tile = tiles[0]
@@ -444,6 +454,19 @@ def test_a_passing_damaged_reply_is_retried(
     fake.inject(PROCESS_PATH, kind, times=1)  # type: ignore[arg-type]
     assert_matches_reference(source, tile, scenes)
     assert fake.count(PROCESS_PATH) == 2
+
+
+@pytest.mark.filterwarnings("ignore::sentinelhub.exceptions.SHRateLimitWarning")
+def test_endless_429_gives_up(
+    fake: FakeServer, settings: SourceSettings, tiles: tuple[Tile, ...]
+) -> None:
+    tile = tiles[0]
+    source = SentinelHubSource(settings)
+    scene = source.find_scenes(tile, START, END)[0]
+    fake.inject(PROCESS_PATH, "429", times=1000, retry_after_ms=1)
+    with pytest.raises(SourceError, match=f"too many requests.*scene {scene.id} tile {tile.id}"):
+        source.load(tile, [scene], bands=("red",)).compute()
+    assert fake.count(PROCESS_PATH) == settings.retries * 5  # Retry-After honoured, bounded
 
 
 @pytest.mark.parametrize("kind", ["truncate", "corrupt"])
@@ -541,19 +564,41 @@ def test_fake_refuses_more_than_2500_px(fake: FakeServer, settings: SourceSettin
     source = SentinelHubSource(settings)
     scene = source.find_scenes(tile, START, END)[0]
     plan = process_plan(("red",), scl=False)
-    with pytest.raises(SourceError, match="HTTP 400.*2500"):
+    with pytest.raises(SourceError, match=r"HTTP 400.*2500"):
         source._fetch_window(scene, tile.geobox, plan, f"scene {scene.id} tile {tile.id}")
+
+
+def test_l2a_request_asks_for_scl() -> None:
+    source = SentinelHubSource(SourceSettings(level="l2a"))
+    tile = Tile(32633, 363, 3968, size=128)
+    refl, scl = stack_bands("l2a", ("red", SCL))
+    plan = process_plan(refl, scl=scl)
+    request = source._process_request(Scene("S2B_X", TIMES[0]), tile.geobox, plan)
+    assert request.post_values is not None
+    assert request.post_values["input"]["data"][0]["type"] == "sentinel-2-l2a"
+    assert '"SCL"' in request.post_values["evalscript"]
+    assert [r["identifier"] for r in request.post_values["output"]["responses"]] == [
+        "bands",
+        "scl",
+        "dataMask",
+    ]
 
 
 def test_process_request_body() -> None:
     # Building a request touches no network: the body is inspectable before any I/O.
     source = SentinelHubSource(SourceSettings(level="l1c"))
     tile = Tile(32633, 363, 3968, size=128)
-    scene = Scene("S2A_X", TIMES[0], meta={"start": TIMES[0].isoformat(), "end": TIMES[0].isoformat()})
+    scene = Scene(
+        "S2A_X", TIMES[0], meta={"start": TIMES[0].isoformat(), "end": TIMES[0].isoformat()}
+    )
     request = source._process_request(scene, tile.geobox, process_plan(("red",), scl=False))
     body = request.post_values
+    assert body is not None
     assert request.url == "https://sh.dataspace.copernicus.eu/api/v1/process"
-    assert body["input"]["bounds"]["properties"]["crs"] == "http://www.opengis.net/def/crs/EPSG/0/32633"
+    assert (
+        body["input"]["bounds"]["properties"]["crs"]
+        == "http://www.opengis.net/def/crs/EPSG/0/32633"
+    )
     assert body["input"]["bounds"]["bbox"] == list(tile.geobox.boundingbox)
     assert (body["output"]["width"], body["output"]["height"]) == (128, 128)
     assert body["input"]["data"][0]["type"] == "sentinel-2-l1c"

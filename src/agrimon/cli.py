@@ -230,7 +230,10 @@ _RUN_OPTIONS: list[tuple[str, Any, Any]] = [
     (
         "offline",
         Annotated[
-            bool, typer.Option("--offline", help="Use only the cache; fail on a miss.", rich_help_panel=_S)
+            bool,
+            typer.Option(
+                "--offline", help="Use only the cache; fail on a miss.", rich_help_panel=_S
+            ),
         ],
         False,
     ),
@@ -241,7 +244,12 @@ _RUN_OPTIONS: list[tuple[str, Any, Any]] = [
     ),
     (
         "no_cache",
-        Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache.", rich_help_panel=_S)],
+        Annotated[
+            bool,
+            typer.Option(
+                "--no-cache", help="Neither read nor write the cache.", rich_help_panel=_S
+            ),
+        ],
         False,
     ),
     (

@@ -97,7 +97,7 @@ class FakeScene:
     @property
     def valid(self) -> NDArray[np.uint8]:
         """1 where the scene has data (any band non-zero)."""
-        return (self.data != 0).any(axis=0).astype(np.uint8)
+        return np.asarray((self.data != 0).any(axis=0), dtype=np.uint8)
 
 
 def data_available() -> bool:
@@ -251,12 +251,12 @@ def tar_of(files: dict[str, bytes]) -> bytes:
 class SentinelHubHandler(FakeHandler):
     """Routes of the fake Sentinel Hub (state: credentials, page size, issued tokens)."""
 
-    def do_GET(self) -> None:
+    def do_GET(self) -> None:  # noqa: N802 (http.server API)
         """No GET route is served."""
         self.server.record("GET", self.path)
         self._error(404, "not found", "RESOURCE_NOT_FOUND")
 
-    def do_POST(self) -> None:
+    def do_POST(self) -> None:  # noqa: N802 (http.server API)
         """Token, Catalog and Process routes."""
         path = self.path.split("?", 1)[0]
         raw = self.body_bytes()
@@ -409,7 +409,9 @@ class SentinelHubHandler(FakeHandler):
             dtype = _SAMPLE_TYPES.get(types.get(ident, "UINT16"))
             if dtype is None:
                 raise FakeApiError(400, f"unsupported sampleType {types[ident]}")
-            layers = [self._render(scenes, b, dst_transform, dst_crs, (height, width)) for b in names]
+            layers = [
+                self._render(scenes, b, dst_transform, dst_crs, (height, width)) for b in names
+            ]
             files[ident] = geotiff(np.stack(layers).astype(dtype), dst_transform, dst_crs)
         if len(responses) == 1:
             return 200, "image/tiff", files[responses[0]]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import logging
 import math
@@ -36,7 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -55,6 +56,12 @@ from agrimon.sources.bands import BAND_IDS, dn_to_reflectance
 from agrimon.sources.base import ALL_BANDS, DEFAULT_CHUNK_PX, SCL, Scene
 from agrimon.sources.lazy import lazy_stack
 from agrimon.sources.settings import Level, SourceSettings
+
+if TYPE_CHECKING:
+    from sentinelhub.config import SHConfig
+    from sentinelhub.data_collections import DataCollection
+    from sentinelhub.download.models import DownloadRequest
+    from sentinelhub.download.session import SentinelHubSession
 
 NAME = "sentinelhub"
 
@@ -98,7 +105,7 @@ _RATE_LIMIT_PATIENCE = 5
 _PROCESS_SLOTS = threading.BoundedSemaphore(4)
 # OAuth sessions by token URL, base URL, client id and secret hash; one token request even
 # when many tasks start together.
-_SESSIONS: dict[tuple[str, str, str, bytes], Any] = {}
+_SESSIONS: dict[tuple[str, str, str, bytes], SentinelHubSession] = {}
 _SESSION_LOCK = threading.Lock()
 _COLLECTION_LOCK = threading.Lock()
 
@@ -136,7 +143,7 @@ def mask_id(client_id: str) -> str:
 
 def profile_credentials() -> tuple[str, str] | None:
     """Client id and secret of the sentinelhub config profile, when one is saved."""
-    from sentinelhub import SHConfig
+    from sentinelhub.config import SHConfig
 
     # SHConfig.load() writes a default config file when none exists: look before loading.
     if not os.path.exists(SHConfig.get_config_location()):
@@ -211,8 +218,7 @@ class _RedactSecrets(logging.Filter):
         return True
 
 
-for _logger in ("requests_oauthlib.oauth2_session", "oauthlib"):
-    logging.getLogger(_logger).addFilter(_RedactSecrets())
+logging.getLogger("requests_oauthlib.oauth2_session").addFilter(_RedactSecrets())
 
 
 def _remember(creds: Credentials) -> Credentials:
@@ -269,7 +275,7 @@ def process_plan(bands: Sequence[str], *, scl: bool) -> ProcessPlan:
             "//VERSION=3",
             "function setup() {",
             "  return {",
-            f"    input: [{{bands: {json.dumps(inputs)}, units: \"DN\"}}],",
+            f'    input: [{{bands: {json.dumps(inputs)}, units: "DN"}}],',
             "    output: [",
             ",\n".join(f"      {o}" for o in outputs),
             "    ]",
@@ -322,7 +328,7 @@ def split_windows(shape: tuple[int, int], max_px: int = MAX_PX) -> tuple[Window,
 def _even_cuts(n: int, max_px: int) -> list[tuple[int, int]]:
     parts = max(1, math.ceil(n / max_px))
     edges = [round(i * n / parts) for i in range(parts + 1)]
-    return list(zip(edges[:-1], edges[1:], strict=True))
+    return list(itertools.pairwise(edges))
 
 
 def plan_fetch_px(shape: tuple[int, int], chunk_px: int, max_px: int = MAX_PX) -> int:
@@ -478,13 +484,13 @@ def _check_json_page(payload: bytes) -> None:
 # --- the source -------------------------------------------------------------------------
 
 
-def collection_for(level: Level, base_url: str) -> Any:
+def collection_for(level: Level, base_url: str) -> DataCollection:
     """Sentinel-2 collection of ``level`` whose Process calls go to ``base_url``.
 
     Predefined collections carry their own service URL, which beats ``sh_base_url``: derive
     one with ours. The name is a hash of the URL, so deriving again returns the same enum.
     """
-    from sentinelhub import DataCollection
+    from sentinelhub.data_collections import DataCollection
 
     parent = DataCollection.SENTINEL2_L2A if level == "l2a" else DataCollection.SENTINEL2_L1C
     digest = hashlib.sha1(base_url.encode()).hexdigest()[:10]
@@ -524,10 +530,7 @@ class SentinelHubSource:
 
     def describe(self) -> dict[str, str]:
         """Endpoint, token URL, collection and whether credentials are set (masked)."""
-        if self.credentials is None:
-            creds = "not set: " + HOW_TO_SET
-        else:
-            creds = self.credentials.masked()
+        creds = self.credentials.masked() if self.credentials else "not set: " + HOW_TO_SET
         return {
             "endpoint": self.base_url,
             "token_url": self.token_url,
@@ -536,13 +539,13 @@ class SentinelHubSource:
             "credentials": creds,
         }
 
-    def config(self, *, need_credentials: bool = True) -> Any:
-        """sentinelhub ``SHConfig`` of these settings (defaults only, no local profile).
+    def config(self, *, need_credentials: bool = True) -> SHConfig:
+        """The sentinelhub-py ``SHConfig`` of these settings (defaults only, no local profile).
 
         Raises:
             SourceError: When credentials are needed and none are set.
         """
-        from sentinelhub import SHConfig
+        from sentinelhub.config import SHConfig
 
         if need_credentials and self.credentials is None:
             raise SourceError(MISSING_CREDENTIALS)
@@ -567,7 +570,9 @@ class SentinelHubSource:
             SourceError: Missing or rejected credentials, a failing service, or an offline
                 run whose pages are not cached.
         """
-        from sentinelhub import CRS, BBox, SentinelHubCatalog
+        from sentinelhub.api.catalog import SentinelHubCatalog
+        from sentinelhub.constants import CRS
+        from sentinelhub.geometry import BBox
 
         footprint = tile.footprint_lonlat()
         catalog = SentinelHubCatalog(config=self.config(need_credentials=False))
@@ -613,7 +618,7 @@ class SentinelHubSource:
         return scenes_from_features(kept, lon=footprint.centroid.x)
 
     def _post_json(self, url: str, body: Mapping[str, Any], what: str) -> bytes:
-        from sentinelhub import SentinelHubDownloadClient
+        from sentinelhub.download.sentinelhub_client import SentinelHubDownloadClient
 
         try:
             client = SentinelHubDownloadClient(config=self.config(), session=self._session())
@@ -651,7 +656,7 @@ class SentinelHubSource:
             fetch=partial(self._fetch, scenes=scenes, plan=plan, tile_id=tile.id),
             name=NAME,
             chunk_px=chunk_px,
-            fetch_px=plan_fetch_px(geobox.shape, chunk_px),
+            fetch_px=plan_fetch_px(_shape(geobox), chunk_px),
             token=(self.base_url, self.level, [(s.id, time_range(s)) for s in scenes]),
             attrs={
                 "source": NAME,
@@ -674,11 +679,13 @@ class SentinelHubSource:
         """Pixels of scene ``t`` over ``block``, in sub-requests of at most 2500 px."""
         scene = scenes[t]
         what = f"scene {scene.id} tile {tile_id}"
-        windows = split_windows(block.shape)
+        windows = split_windows(_shape(block))
         if len(windows) == 1:
             return self._fetch_window(scene, block, plan, what)
         ny, nx = block.shape
-        out: dict[str, NDArray[Any]] = {b: np.full((ny, nx), np.nan, np.float32) for b in plan.bands}
+        out: dict[str, NDArray[Any]] = {
+            b: np.full((ny, nx), np.nan, np.float32) for b in plan.bands
+        }
         if plan.scl:
             out[SCL] = np.zeros((ny, nx), np.uint8)
         for k, (y0, y1, x0, x1) in enumerate(windows, start=1):
@@ -694,7 +701,7 @@ class SentinelHubSource:
     ) -> dict[str, NDArray[Any]]:
         """One Process request (through the cache, retried) decoded to stack variables."""
         request = self._process_request(scene, block, plan)
-        shape = (int(block.shape[0]), int(block.shape[1]))
+        shape = _shape(block)
         decoded: dict[str, dict[str, NDArray[Any]]] = {}
 
         def check(payload: bytes) -> None:
@@ -714,13 +721,13 @@ class SentinelHubSource:
         )
         return to_stack(decoded["arrays"], plan)
 
-    def _session(self) -> Any:
+    def _session(self) -> SentinelHubSession:
         """The OAuth session of these credentials, created (one token request) on first use.
 
         sentinelhub-py caches sessions by client id and URL only, so a cached session would
         hide a changed or wrong secret: agrimon keeps its own, keyed on the secret's hash too.
         """
-        from sentinelhub import SentinelHubSession
+        from sentinelhub.download.session import SentinelHubSession
 
         config = self.config()
         secret = config.sh_client_secret.encode()
@@ -731,9 +738,11 @@ class SentinelHubSource:
                 session = _SESSIONS[key] = SentinelHubSession(config=config)
             return session
 
-    def _process_request(self, scene: Scene, block: GeoBox, plan: ProcessPlan) -> Any:
+    def _process_request(self, scene: Scene, block: GeoBox, plan: ProcessPlan) -> DownloadRequest:
         """The Process API download request of ``scene`` over ``block`` (no I/O)."""
-        from sentinelhub import CRS, BBox, MimeType, MosaickingOrder, SentinelHubRequest
+        from sentinelhub.api.process import SentinelHubRequest
+        from sentinelhub.constants import CRS, MimeType, MosaickingOrder
+        from sentinelhub.geometry import BBox
 
         epsg = block.crs.epsg if block.crs is not None else None
         if epsg is None:
@@ -748,16 +757,18 @@ class SentinelHubSource:
                     mosaicking_order=MosaickingOrder.LEAST_CC,
                 )
             ],
-            responses=[SentinelHubRequest.output_response(r, MimeType.TIFF) for r in plan.responses],
-            bbox=BBox(tuple(block.boundingbox), crs=CRS(epsg)),
-            size=(int(block.shape[1]), int(block.shape[0])),  # (width, height)
+            responses=[
+                SentinelHubRequest.output_response(r, MimeType.TIFF) for r in plan.responses
+            ],
+            bbox=BBox(_bounds(block), crs=CRS(epsg)),
+            size=(_shape(block)[1], _shape(block)[0]),  # (width, height)
             config=self.config(need_credentials=False),
         )
         return request.download_list[0]
 
-    def _download(self, request: Any, what: str) -> bytes:
+    def _download(self, request: DownloadRequest, what: str) -> bytes:
         """POST a Process request with sentinelhub-py's client (its retries and rate limit)."""
-        from sentinelhub import SentinelHubDownloadClient
+        from sentinelhub.download.sentinelhub_client import SentinelHubDownloadClient
 
         with _PROCESS_SLOTS:
             try:
@@ -768,6 +779,15 @@ class SentinelHubSource:
         return bytes(response.content)
 
 
+def _shape(geobox: GeoBox) -> tuple[int, int]:
+    return int(geobox.shape[0]), int(geobox.shape[1])
+
+
+def _bounds(geobox: GeoBox) -> tuple[float, float, float, float]:
+    left, bottom, right, top = geobox.boundingbox
+    return float(left), float(bottom), float(right), float(top)
+
+
 def clear_sessions() -> None:
     """Forget the OAuth sessions (tests; or after credentials were revoked)."""
     with _SESSION_LOCK:
@@ -776,7 +796,7 @@ def clear_sessions() -> None:
 
 def _source_error(err: Exception, what: str) -> Exception:
     """One-line agrimon error for a sentinelhub-py / OAuth failure (secret never included)."""
-    from oauthlib.oauth2.rfc6749.errors import OAuth2Error
+    from oauthlib.oauth2.rfc6749.errors import OAuth2Error  # type: ignore[import-untyped]
     from sentinelhub.decoding import decode_sentinelhub_err_msg
     from sentinelhub.exceptions import DownloadFailedException, OutOfRequestsException
 
@@ -814,6 +834,8 @@ def _source_error(err: Exception, what: str) -> Exception:
                 "is cached)"
             )
         kind = type(cause).__name__ if cause is not None else type(err).__name__
+        if isinstance(cause, requests.exceptions.ChunkedEncodingError):
+            kind = f"reply cut short ({kind})"
         return SourceError(
             f"could not fetch {what}: {kind} after all retries; check the connection or the "
             "service status, then rerun (what was fetched is cached)"
