@@ -42,7 +42,7 @@ def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
 def test_local_stac_and_sentinelhub_agree_on_ndvi(tmp_path: Path) -> None:
     real_path("slovenia-s2", "scenes")
     tile = plan_tiles(slovenia_aoi(), tile_px=64)[0]
-    common = {"level": "l1c", "max_cloud": 100.0, "backoff_s": 0.0}
+    common: dict[str, object] = {"level": "l1c", "max_cloud": 100.0, "backoff_s": 0.0}
     ndvi = {}
     with stac_fake(tmp_path / "stac", StacFakeConfig()) as stac, fake_sentinelhub() as sh:
         settings = {
