@@ -45,22 +45,19 @@ def test_local_stac_and_sentinelhub_agree_on_ndvi(tmp_path: Path) -> None:
     common: dict[str, object] = {"level": "l1c", "max_cloud": 100.0, "backoff_s": 0.0}
     ndvi = {}
     with stac_fake(tmp_path / "stac", StacFakeConfig()) as stac, fake_sentinelhub() as sh:
-        settings = {
-            "local": SourceSettings(
-                local_path=SLOVENIA / "scenes", cache_dir=tmp_path / "c1", **common
-            ),
-            "stac": SourceSettings(stac_url=stac.url, cache_dir=tmp_path / "c2", **common),
-            "sentinelhub": SourceSettings(
-                sh_base_url=sh.url,
-                sh_token_url=token_url(sh),
-                sh_client_id=CLIENT_ID,
-                sh_client_secret=SecretStr(CLIENT_SECRET),
-                cache_dir=tmp_path / "c3",
-                **common,
-            ),
+        options: dict[str, dict[str, object]] = {
+            "local": {"local_path": SLOVENIA / "scenes", "cache_dir": tmp_path / "c1"},
+            "stac": {"stac_url": stac.url, "cache_dir": tmp_path / "c2"},
+            "sentinelhub": {
+                "sh_base_url": sh.url,
+                "sh_token_url": token_url(sh),
+                "sh_client_id": CLIENT_ID,
+                "sh_client_secret": SecretStr(CLIENT_SECRET),
+                "cache_dir": tmp_path / "c3",
+            },
         }
-        for name, values in settings.items():
-            source = get_source(name, values)
+        for name, values in options.items():
+            source = get_source(name, SourceSettings.model_validate({**common, **values}))
             scenes = source.find_scenes(tile, START, END)
             assert len(scenes) == 5, name
             stack = source.load(tile, scenes, bands=("red", "nir")).compute()

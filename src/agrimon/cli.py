@@ -397,8 +397,8 @@ def sources(
     for name, text in SOURCES.items():
         try:
             info = get_source(name, settings).describe()
-        except AgrimonError as err:  # e.g. local without --local-path: still list it
-            info = {"endpoint": str(err).split(":")[0], "credentials": "-"}
+        except AgrimonError:  # e.g. local without --local-path: still list it
+            info = {"endpoint": "set when run (see --help)", "credentials": "-"}
         table.add_row(name, info.get("endpoint", ""), info.get("credentials", ""), text)
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
