@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 import xarray as xr
@@ -85,3 +85,16 @@ class Source(Protocol):
     def describe(self) -> dict[str, str]:
         """Endpoint and settings to show the user and record in the manifest."""
         ...
+
+
+def parse_utc(text: str) -> datetime:
+    """Naive UTC datetime from an RFC 3339 string (``...Z`` or with an offset)."""
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    return when
+
+
+def solar_day(when: datetime, lon: float) -> date:
+    """Local solar date of a UTC time at longitude ``lon``: groups the granules of one pass."""
+    return (when + timedelta(hours=lon / 15.0)).date()

@@ -35,7 +35,7 @@ import tarfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +53,7 @@ from agrimon.errors import SourceError
 from agrimon.grid import Tile
 from agrimon.retry import RetryableError, with_retries
 from agrimon.sources.bands import BAND_IDS, dn_to_reflectance
-from agrimon.sources.base import ALL_BANDS, DEFAULT_CHUNK_PX, SCL, Scene
+from agrimon.sources.base import ALL_BANDS, DEFAULT_CHUNK_PX, SCL, Scene, parse_utc, solar_day
 from agrimon.sources.lazy import lazy_stack
 from agrimon.sources.settings import Level, SourceSettings
 
@@ -342,19 +342,6 @@ def plan_fetch_px(shape: tuple[int, int], chunk_px: int, max_px: int = MAX_PX) -
     if whole <= max_px:
         return whole
     return chunk_px * max(1, max_px // chunk_px)
-
-
-def solar_day(when: datetime, lon: float) -> date:
-    """Local solar date of a UTC time at longitude ``lon``."""
-    return (when + timedelta(hours=lon / 15.0)).date()
-
-
-def parse_utc(text: str) -> datetime:
-    """Naive UTC datetime from an RFC 3339 string."""
-    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if when.tzinfo is not None:
-        when = when.astimezone(UTC).replace(tzinfo=None)
-    return when
 
 
 def scenes_from_features(features: Sequence[Mapping[str, Any]], *, lon: float) -> tuple[Scene, ...]:

@@ -18,7 +18,7 @@ import json
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date
 from functools import partial
 from typing import Any
 
@@ -37,7 +37,7 @@ from agrimon.errors import ConfigError, SourceError
 from agrimon.grid import Tile
 from agrimon.retry import RetryableError, with_retries
 from agrimon.sources import bands as s2
-from agrimon.sources.base import ALL_BANDS, DEFAULT_CHUNK_PX, SCL, Scene
+from agrimon.sources.base import ALL_BANDS, DEFAULT_CHUNK_PX, SCL, Scene, parse_utc, solar_day
 from agrimon.sources.lazy import lazy_stack
 from agrimon.sources.settings import SourceSettings
 
@@ -138,30 +138,28 @@ def asset_scaling(item: Mapping[str, Any], key: str) -> tuple[float, float, floa
     )
 
 
-def solar_day(item: Mapping[str, Any]) -> date:
-    """Local solar date of an acquisition (groups a satellite pass's neighbouring granules)."""
-    when = datetime.fromisoformat(str(item["properties"]["datetime"]).replace("Z", "+00:00"))
+def _item_day(item: Mapping[str, Any]) -> date:
+    """Local solar date of an item's acquisition."""
     bbox = item.get("bbox") or [0.0, 0.0, 0.0, 0.0]
-    lon = (bbox[0] + bbox[2]) / 2
-    return (when + timedelta(hours=lon / 15.0)).date()
+    return solar_day(parse_utc(str(item["properties"]["datetime"])), (bbox[0] + bbox[2]) / 2)
 
 
 def group_scenes(items: Sequence[Mapping[str, Any]]) -> tuple[Scene, ...]:
     """One scene per solar day: granules of the same pass are mosaicked together."""
     by_day: dict[date, list[Mapping[str, Any]]] = {}
     for item in items:
-        by_day.setdefault(solar_day(item), []).append(item)
+        by_day.setdefault(_item_day(item), []).append(item)
     scenes = []
     for _, group in sorted(by_day.items()):
         group = sorted(group, key=lambda i: str(i["id"]))
         first = group[0]
-        when = datetime.fromisoformat(str(first["properties"]["datetime"]).replace("Z", "+00:00"))
+        when = parse_utc(str(first["properties"]["datetime"]))
         clouds = [i["properties"].get("eo:cloud_cover") for i in group]
         known = [float(c) for c in clouds if c is not None]
         scenes.append(
             Scene(
                 id=str(first["id"]) + (f"+{len(group) - 1}" if len(group) > 1 else ""),
-                time=when.replace(tzinfo=None),
+                time=when,
                 cloud_cover=round(sum(known) / len(known), 1) if known else None,
                 meta={"items": [dict(i) for i in group]},
             )
