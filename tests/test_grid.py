@@ -139,3 +139,10 @@ def test_real_kenya_crosses_zones_and_equator() -> None:
     assert {32636, 32637, 32736, 32737} <= {t.epsg for t in tiles}
     lonlat_area = sum(t.footprint_lonlat().area for t in tiles)
     assert lonlat_area == pytest.approx(aoi.geometry.area, rel=1e-4)
+
+
+def test_slivers_along_the_equator_hold_no_tile() -> None:
+    # Found by hypothesis: an edge at 1e-168° N leaves a north "piece" of no real area.
+    aoi = Polygon([(17.8, -0.25), (17.8, 1.038e-168), (18.05, 1.038e-168), (17.8, -0.25)])
+    _assert_exact_cover(aoi, 256)
+    assert {t.epsg for t in plan_tiles(aoi, tile_px=256)} == {32733, 32734}

@@ -26,6 +26,10 @@ DEFAULT_TILE_PX = 1024
 DEFAULT_RES_M = 10.0
 # Densify lon/lat edges before projecting so that long straight edges stay true in UTM.
 _DENSIFY_DEG = 0.01
+# Slivers below these areas (floating-point leftovers of cutting at a zone border or the
+# equator) hold no pixel and are dropped: about 0.01 m² in lon/lat, 1 cm² in metres.
+_MIN_PIECE_DEG2 = 1e-12
+_MIN_FOOTPRINT_M2 = 1e-4
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,7 @@ def zone_pieces(geometry: BaseGeometry) -> dict[int, BaseGeometry]:
                 continue
             part = geometry.intersection(box(west, lat0, west + 6.0, lat1))
             part = _polygonal(part)
-            if part is not None:
+            if part is not None and part.area >= _MIN_PIECE_DEG2:
                 pieces[base + zone] = part
     return pieces
 
@@ -216,8 +220,12 @@ def plan_tiles(
         parts = shapely.intersection(local, boxes[hit])
         for col, row, part in zip(cc[hit], rr[hit], parts, strict=True):
             poly = _polygonal(part)
-            if poly is not None:
-                tiles.append(Tile(epsg, int(col), int(row), tile_px, res, footprint=poly))
+            if poly is None or poly.area < _MIN_FOOTPRINT_M2:
+                continue
+            tile = Tile(epsg, int(col), int(row), tile_px, res, footprint=poly)
+            left, bottom, right, top = tile.area_bounds
+            if right > left and top > bottom:  # a footprint thinner than a pixel's rounding
+                tiles.append(tile)
     return tuple(tiles)
 
 
