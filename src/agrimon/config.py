@@ -37,6 +37,8 @@ class RunSpec(BaseModel):
         max_area_km2: Largest AOI accepted.
         invalid_scl: SCL classes masked as not clear.
         source_settings: Endpoints, credentials, cache and retries of the real sources.
+        dask_address: Dask scheduler to compute on (else ``DASK_SCHEDULER_ADDRESS``, else
+            local threads).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -51,6 +53,7 @@ class RunSpec(BaseModel):
     max_area_km2: float = Field(default=DEFAULT_MAX_AREA_KM2, gt=0)
     invalid_scl: tuple[int, ...] = DEFAULT_INVALID_SCL
     source_settings: SourceSettings = SourceSettings()
+    dask_address: str | None = None
 
     @model_validator(mode="after")
     def _period_is_ordered(self) -> RunSpec:

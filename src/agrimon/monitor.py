@@ -19,6 +19,7 @@ from dask.base import compute
 from rasterio.features import geometry_mask
 
 from agrimon.aoi import read_aoi
+from agrimon.cluster import connect
 from agrimon.config import RunSpec
 from agrimon.errors import SourceError
 from agrimon.grid import Tile, geobox_for, zone_pieces
@@ -92,15 +93,21 @@ def inside_mask(tile: Tile) -> np.ndarray:
     return np.asarray(~outside, dtype=bool)
 
 
-def _write_tile(comp: TileComposite, writers: dict[str, CogWriter]) -> None:
-    """Compute every layer of a tile in one pass and write it, nodata outside the AOI."""
+#: Tiles computed at once: keeps both cores (or every worker) busy while memory stays a
+#: small multiple of one tile's.
+TILES_IN_FLIGHT = 2
+
+
+def _write_tiles(comps: Sequence[TileComposite], writers: dict[str, CogWriter]) -> None:
+    """Compute every layer of a few tiles in one pass and write them, nodata outside the AOI."""
     names = list(writers)
-    values = compute(*(comp.layers[n] for n in names))  # type: ignore[no-untyped-call]
-    inside = inside_mask(comp.tile)
-    for name, arr in zip(names, values, strict=True):
-        writers[name].write(
-            comp.tile.geobox, np.where(inside, np.asarray(arr), writers[name].layer.nodata)
-        )
+    lazy = [comp.layers[n] for comp in comps for n in names]
+    values = compute(*lazy)  # type: ignore[no-untyped-call]
+    for k, comp in enumerate(comps):
+        inside = inside_mask(comp.tile)
+        for j, name in enumerate(names):
+            arr = np.asarray(values[k * len(names) + j])
+            writers[name].write(comp.tile.geobox, np.where(inside, arr, writers[name].layer.nodata))
 
 
 def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
@@ -116,7 +123,7 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
     spec = plan.spec
     final = spec.out / plan.aoi.name / spec.period
     zones = sorted({r.tile.epsg for r in results})
-    with staged_folder(final) as folder:
+    with staged_folder(final) as folder, connect(spec.dask_address):
         zone_products = []
         for epsg in zones:
             in_zone = [r for r in results if r.tile.epsg == epsg]
@@ -139,8 +146,8 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
                     name: stack.enter_context(CogWriter(files[name], grid, layer, tags=tags))
                     for name, layer in LAYERS.items()
                 }
-                for comp in in_zone:
-                    _write_tile(comp, writers)
+                for i in range(0, len(in_zone), TILES_IN_FLIGHT):
+                    _write_tiles(in_zone[i : i + TILES_IN_FLIGHT], writers)
             footprint = zone_pieces(plan.aoi.geometry)[epsg]
             zone_products.append(
                 ZoneProducts(
