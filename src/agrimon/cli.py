@@ -149,6 +149,26 @@ _RUN_OPTIONS: list[tuple[str, Any, Any]] = [
         DEFAULT_CHUNK_PX,
     ),
     (
+        "indices",
+        Annotated[
+            str,
+            typer.Option(
+                help="Spectral indices to composite, comma-separated (e.g. ndvi,evi,ndmi)."
+            ),
+        ],
+        "ndvi",
+    ),
+    (
+        "dask_address",
+        Annotated[
+            str | None,
+            typer.Option(
+                help="Dask scheduler, e.g. tcp://host:8786 (else DASK_SCHEDULER_ADDRESS)."
+            ),
+        ],
+        None,
+    ),
+    (
         "level",
         Annotated[
             Level, typer.Option(help="Processing level: l2a (with SCL) or l1c.", rich_help_panel=_S)
@@ -288,6 +308,8 @@ def _spec(values: dict[str, Any]) -> RunSpec:
         max_area_km2=values["max_area"],
         tile_px=values["tile_px"],
         chunk_px=values["chunk_px"],
+        indices=values["indices"],
+        dask_address=values["dask_address"],
         source_settings=settings,
     )
 

@@ -6,12 +6,13 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agrimon.aoi import DEFAULT_AOI, DEFAULT_MAX_AREA_KM2
 from agrimon.errors import ConfigError
 from agrimon.grid import DEFAULT_TILE_PX
 from agrimon.indices.masks import DEFAULT_INVALID_SCL
+from agrimon.indices.spectral import parse_indices
 from agrimon.sources.base import DEFAULT_CHUNK_PX
 from agrimon.sources.settings import SourceSettings
 
@@ -37,6 +38,8 @@ class RunSpec(BaseModel):
         max_area_km2: Largest AOI accepted.
         invalid_scl: SCL classes masked as not clear.
         source_settings: Endpoints, credentials, cache and retries of the real sources.
+        indices: Spectral indices to composite (names from ``agrimon.indices.spectral``); a
+            comma-separated string is accepted.
         dask_address: Dask scheduler to compute on (else ``DASK_SCHEDULER_ADDRESS``, else
             local threads).
     """
@@ -54,6 +57,16 @@ class RunSpec(BaseModel):
     invalid_scl: tuple[int, ...] = DEFAULT_INVALID_SCL
     source_settings: SourceSettings = SourceSettings()
     dask_address: str | None = None
+    indices: tuple[str, ...] = ("ndvi",)
+
+    @field_validator("indices", mode="before")
+    @classmethod
+    def _known_indices(cls, value: object) -> tuple[str, ...]:
+        if isinstance(value, str):
+            return parse_indices(value)
+        if isinstance(value, list | tuple):
+            return parse_indices(",".join(str(v) for v in value))
+        raise ValueError("give index names, e.g. ndvi,evi")
 
     @model_validator(mode="after")
     def _period_is_ordered(self) -> RunSpec:
