@@ -143,6 +143,9 @@ def test_run_from_the_command_line(tmp_path: Path) -> None:
         "clear_count.tif",
         "manifest.json",
         "ndvi_median.tif",
+        "zonal_stats.csv",
+        "zonal_stats.gpkg",
+        "zonal_stats.parquet",
     ]
     with rasterio.open(folder / "clear_count.tif") as src:
         counts = src.read(1, masked=True)

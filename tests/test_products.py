@@ -7,12 +7,15 @@ import warnings
 from datetime import date
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pystac
 import pytest
 import rasterio
 import rasterio.transform
 import rasterio.warp
+from pandas.testing import assert_frame_equal
 from rasterio.features import rasterize
 
 from agrimon import monitor as stages
@@ -71,7 +74,7 @@ def test_cog_values_equal_hand_computation(demo_run: tuple[RunPlan, Path]) -> No
 def test_cogs_are_cloud_optimised_and_georeferenced(demo_run: tuple[RunPlan, Path]) -> None:
     plan, folder = demo_run
     west, south, east, north = plan.aoi.geometry.bounds
-    for name, layer in stages.LAYERS.items():
+    for name, layer in stages.product_layers(plan.spec).items():
         with rasterio.open(folder / f"{name}.tif") as src:
             assert src.crs.to_epsg() == 32734
             assert src.res == (10.0, 10.0)
@@ -92,11 +95,14 @@ def test_cogs_are_cloud_optimised_and_georeferenced(demo_run: tuple[RunPlan, Pat
 def test_catalog_lists_every_product(demo_run: tuple[RunPlan, Path]) -> None:
     plan, folder = demo_run
     cat = pystac.Catalog.from_file(str(folder / "catalog.json"))
-    items = list(cat.get_items())
-    assert len(items) == 1
-    item = items[0]
+    items = {i.id: i for i in cat.get_items()}
+    assert sorted(items) == [
+        f"grootfontein-{plan.spec.period}-32734",
+        f"grootfontein-{plan.spec.period}-zones",
+    ]
+    item = items[f"grootfontein-{plan.spec.period}-32734"]
     assert item.properties["proj:code"] == "EPSG:32734" or item.properties.get("proj:epsg") == 32734
-    assert set(item.assets) == set(stages.LAYERS)
+    assert set(item.assets) == set(stages.product_layers(plan.spec))
     for key, asset in item.assets.items():
         href = Path(asset.get_absolute_href() or "")
         assert href == (folder / f"{key}.tif").resolve()
@@ -104,6 +110,12 @@ def test_catalog_lists_every_product(demo_run: tuple[RunPlan, Path]) -> None:
     assert item.common_metadata.start_datetime is not None
     assert item.common_metadata.start_datetime.date() == DEMO_START
     assert item.bbox == pytest.approx(list(plan.aoi.geometry.bounds), abs=1e-6)
+    tables = items[f"grootfontein-{plan.spec.period}-zones"]
+    assert {Path(a.get_absolute_href() or "").name for a in tables.assets.values()} == {
+        "zonal_stats.parquet",
+        "zonal_stats.csv",
+        "zonal_stats.gpkg",
+    }
     # Links are relative: the folder stays valid when moved.
     raw = json.loads((folder / "catalog.json").read_text())
     assert all(not link["href"].startswith("/") for link in raw["links"])
@@ -194,5 +206,44 @@ def test_an_aoi_across_a_zone_border_gets_products_per_zone(tmp_path: Path) -> N
     assert lons["33S"].max() <= 18.0 and lons["33S"].max() == pytest.approx(18.0, abs=1e-4)
     assert lons["34S"].min() >= 18.0 and lons["34S"].min() == pytest.approx(18.0, abs=1e-4)
     items = list(pystac.Catalog.from_file(str(folder / "catalog.json")).get_items())
-    assert sorted(i.id.rsplit("-", 1)[1] for i in items) == ["32733", "32734"]
-    assert all(len(i.assets) == 2 for i in items)
+    assert sorted(i.id.rsplit("-", 1)[1] for i in items) == ["32733", "32734", "zones"]
+    assert all(len(i.assets) == 2 for i in items if not i.id.endswith("zones"))
+
+
+def test_zonal_tables_equal_a_hand_computation(demo_run: tuple[RunPlan, Path]) -> None:
+    plan, folder = demo_run
+    table = pd.read_csv(folder / "zonal_stats.csv", parse_dates=["time"])
+    n_dates = len(plan.tiles[0].scenes)
+    assert len(table) == len(plan.aoi.zones) * n_dates  # one index: ndvi
+    assert set(table["name"]) == set(plan.aoi.zones["name"])
+    assert_frame_equal(
+        pd.read_parquet(folder / "zonal_stats.parquet"), table, check_dtype=False, check_like=True
+    )
+    # By hand: NDVI of clear pixels whose centre lies in the zone, on the product grid.
+    with rasterio.open(folder / "ndvi_median.tif") as src:
+        grid = geobox_for(tuple(src.bounds), 32734, 10.0)
+    times = [s.time for s in plan.tiles[0].scenes]
+    ds = render_stack(grid, times, bands=("red", "nir", "scl")).compute()
+    red, nir, scl = ds["red"].values, ds["nir"].values, ds["scl"].values
+    nd = np.where(~np.isin(scl, (0, 1, 3, 8, 9, 10)), (nir - red) / (nir + red), np.nan)
+    for _, zone in plan.aoi.zones.iterrows():
+        inside = (
+            rasterize(
+                [from_lonlat(zone.geometry, 32734)], out_shape=grid.shape, transform=grid.affine
+            )
+            == 1
+        )
+        rows = table[table["name"] == zone["name"]].sort_values("time")
+        assert (rows["pixels"] == inside.sum()).all()
+        for t in range(0, n_dates, 4):
+            values = nd[t][inside]
+            clear = values[np.isfinite(values)]
+            row = rows.iloc[t]
+            assert row["count"] == clear.size
+            assert row["clear_fraction"] == pytest.approx(clear.size / inside.sum())
+            if clear.size:
+                assert row["mean"] == pytest.approx(float(clear.mean()), abs=1e-6)
+                assert row["median"] == pytest.approx(float(np.median(clear)), abs=1e-6)
+    # The GeoPackage opens with one polygon row per zone, date and index.
+    gpkg = gpd.read_file(folder / "zonal_stats.gpkg")
+    assert len(gpkg) == len(table) and gpkg.crs.to_epsg() == 4326

@@ -1,8 +1,9 @@
 """The monitor stages as plain functions: the Prefect flow only wires these together.
 
-plan → load scene stacks → clear mask and NDVI → seasonal composites → products.
-Every stage up to the products is lazy; pixels are computed tile by tile while the COGs are
-written, so memory follows the tile and chunk size, not the AOI.
+plan → load scene stacks → clear mask and spectral indices → seasonal composites (and
+per-zone time series) → products. Every stage up to the products is lazy; pixels are
+computed a few tiles at a time while the COGs are written, so memory follows the tile and
+chunk size, not the AOI.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import geopandas as gpd
 import numpy as np
 import xarray as xr
 from dask.base import compute
@@ -23,31 +25,51 @@ from agrimon.cluster import connect
 from agrimon.config import RunSpec
 from agrimon.errors import SourceError
 from agrimon.grid import Tile, geobox_for, zone_pieces
-from agrimon.indices import composites, masks, spectral
-from agrimon.plan import MONITOR_BANDS, RunPlan, TilePlan, plan_run
+from agrimon.indices import composites, masks, spectral, zonal
+from agrimon.plan import TILES_IN_FLIGHT, RunPlan, TilePlan, monitor_bands, plan_run
 from agrimon.products.catalog import ZoneProducts, write_catalog
 from agrimon.products.cog import CogWriter, Layer
 from agrimon.products.folder import staged_folder
 from agrimon.products.manifest import write_manifest
 from agrimon.sources import get_source
 
-#: The products of the monitor run, by file stem.
-LAYERS: dict[str, Layer] = {
-    "ndvi_median": Layer(
-        "ndvi_median", "Median NDVI of clear observations", "float32", float("nan"), "1", "average"
-    ),
-    "clear_count": Layer(
-        "clear_count", "Number of clear-sky observations", "uint16", 65535, "count", "nearest"
-    ),
-}
+CLEAR_COUNT = Layer(
+    "clear_count", "Number of clear-sky observations", "uint16", 65535, "count", "nearest"
+)
+
+
+def product_layers(spec: RunSpec) -> dict[str, Layer]:
+    """The raster products of a run, by file stem: one median per index, the clear count."""
+    layers = {
+        f"{name}_median": Layer(
+            f"{name}_median",
+            f"Median {name.upper()} of clear observations",
+            "float32",
+            float("nan"),
+            "1",
+            "average",
+        )
+        for name in spec.indices
+    }
+    layers[CLEAR_COUNT.name] = CLEAR_COUNT
+    return layers
 
 
 @dataclass(frozen=True, eq=False)
 class TileComposite:
-    """Lazy seasonal layers of one tile, by layer name."""
+    """Lazy results of one tile.
+
+    Attributes:
+        tile: The tile.
+        layers: Seasonal raster layers by product name.
+        series: Index time series, NaN where not clear (for the zonal statistics).
+        clear: Clear-sky mask ``(time, y, x)``.
+    """
 
     tile: Tile
     layers: dict[str, xr.DataArray]
+    series: xr.Dataset
+    clear: xr.DataArray
 
 
 def make_plan(spec: RunSpec) -> RunPlan:
@@ -65,21 +87,17 @@ def load_stack(spec: RunSpec, tile_plan: TilePlan) -> xr.Dataset:
         )
     source = get_source(spec.source, spec.source_settings)
     return source.load(
-        tile_plan.tile, tile_plan.scenes, bands=MONITOR_BANDS, chunk_px=spec.chunk_px
+        tile_plan.tile, tile_plan.scenes, bands=monitor_bands(spec), chunk_px=spec.chunk_px
     )
 
 
 def composite_tile(spec: RunSpec, tile: Tile, stack: xr.Dataset) -> TileComposite:
-    """Clear mask, NDVI and the seasonal composites of one tile (lazy)."""
+    """Clear mask, the selected indices and their seasonal composites for one tile (lazy)."""
     clear = masks.clear_mask(stack, invalid=spec.invalid_scl)
-    ndvi = spectral.ndvi(stack).where(clear)
-    return TileComposite(
-        tile=tile,
-        layers={
-            "ndvi_median": composites.median(ndvi),
-            "clear_count": masks.clear_count(clear),
-        },
-    )
+    series = spectral.compute_indices(stack, spec.indices).where(clear)
+    layers = {f"{name}_median": composites.median(series[name]) for name in spec.indices}
+    layers[CLEAR_COUNT.name] = masks.clear_count(clear)
+    return TileComposite(tile=tile, layers=layers, series=series, clear=clear)
 
 
 def inside_mask(tile: Tile) -> np.ndarray:
@@ -93,21 +111,28 @@ def inside_mask(tile: Tile) -> np.ndarray:
     return np.asarray(~outside, dtype=bool)
 
 
-#: Tiles computed at once: keeps both cores (or every worker) busy while memory stays a
-#: small multiple of one tile's.
-TILES_IN_FLIGHT = 2
+def _write_tiles(
+    comps: Sequence[TileComposite], writers: dict[str, CogWriter], zones: gpd.GeoDataFrame
+) -> list[zonal.ZonalPartial]:
+    """Compute a few tiles in one pass and write their layers, nodata outside the AOI.
 
-
-def _write_tiles(comps: Sequence[TileComposite], writers: dict[str, CogWriter]) -> None:
-    """Compute every layer of a few tiles in one pass and write them, nodata outside the AOI."""
+    Returns:
+        The tiles' per-zone partial statistics.
+    """
     names = list(writers)
-    lazy = [comp.layers[n] for comp in comps for n in names]
-    values = compute(*lazy)  # type: ignore[no-untyped-call]
-    for k, comp in enumerate(comps):
+    lazy = [(*(comp.layers[n] for n in names), comp.series, comp.clear) for comp in comps]
+    computed = compute(*lazy)  # type: ignore[no-untyped-call]
+    partials = []
+    for comp, values in zip(comps, computed, strict=True):
         inside = inside_mask(comp.tile)
-        for j, name in enumerate(names):
-            arr = np.asarray(values[k * len(names) + j])
-            writers[name].write(comp.tile.geobox, np.where(inside, arr, writers[name].layer.nodata))
+        for name, arr in zip(names, values, strict=False):
+            nodata = writers[name].layer.nodata
+            writers[name].write(comp.tile.geobox, np.where(inside, np.asarray(arr), nodata))
+        series, clear = values[-2], values[-1]
+        partials.append(
+            zonal.zonal_partial(series, zones, clear=clear, geobox=comp.tile.geobox, inside=inside)
+        )
+    return partials
 
 
 def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
@@ -123,6 +148,8 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
     spec = plan.spec
     final = spec.out / plan.aoi.name / spec.period
     zones = sorted({r.tile.epsg for r in results})
+    layers = product_layers(spec)
+    partials: list[zonal.ZonalPartial] = []
     with staged_folder(final) as folder, connect(spec.dask_address):
         zone_products = []
         for epsg in zones:
@@ -140,20 +167,22 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
                 "SOURCE": spec.source,
                 "AOI": plan.aoi.name,
             }
-            files = {name: folder / f"{name}{suffix}.tif" for name in LAYERS}
+            files = {name: folder / f"{name}{suffix}.tif" for name in layers}
             with ExitStack() as stack:
                 writers = {
                     name: stack.enter_context(CogWriter(files[name], grid, layer, tags=tags))
-                    for name, layer in LAYERS.items()
+                    for name, layer in layers.items()
                 }
                 for i in range(0, len(in_zone), TILES_IN_FLIGHT):
-                    _write_tiles(in_zone[i : i + TILES_IN_FLIGHT], writers)
+                    batch = in_zone[i : i + TILES_IN_FLIGHT]
+                    partials += _write_tiles(batch, writers, plan.aoi.zones)
             footprint = zone_pieces(plan.aoi.geometry)[epsg]
             zone_products.append(
                 ZoneProducts(
                     epsg, footprint, (grid.shape.y, grid.shape.x), list(grid.affine)[:6], files
                 )
             )
+        tables = write_zone_tables(folder, plan, partials)
         run_id = f"{plan.aoi.name}-{spec.period}"
         write_catalog(
             folder,
@@ -162,10 +191,25 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
             start=spec.start,
             end=spec.end,
             zones=zone_products,
-            layers=LAYERS,
+            layers=layers,
+            tables=tables,
+            aoi=plan.aoi.geometry,
         )
         write_manifest(folder, run_record(plan))
     return final
+
+
+def write_zone_tables(
+    folder: Path, plan: RunPlan, partials: Sequence[zonal.ZonalPartial]
+) -> dict[str, Path]:
+    """Per-zone time series of every index: Parquet and CSV tables, and a GeoPackage for QGIS."""
+    table = zonal.zonal_table(zonal.combine_partials(partials))
+    paths = zonal.write_zonal_table(table, folder)
+    gpkg = folder / f"{zonal.DEFAULT_STEM}.gpkg"
+    frame = zonal.zonal_geodataframe(table, plan.aoi.zones)
+    frame["time"] = frame["time"].dt.strftime("%Y-%m-%dT%H:%M:%S")
+    frame.to_file(gpkg, layer=zonal.DEFAULT_STEM, driver="GPKG")
+    return {p.suffix.lstrip("."): p for p in (*paths, gpkg)}
 
 
 def run_record(plan: RunPlan) -> dict[str, Any]:

@@ -7,16 +7,21 @@ from dataclasses import dataclass
 from agrimon.aoi import Aoi
 from agrimon.config import RunSpec
 from agrimon.grid import Tile, plan_tiles
-from agrimon.sources.base import Scene, Source
+from agrimon.indices.spectral import required_bands
+from agrimon.sources.base import SCL, Scene, Source
 
-#: Bands the monitor stage loads: red and nir for NDVI, SCL for the mask.
-MONITOR_BANDS: tuple[str, ...] = ("red", "nir", "scl")
 # Bytes per pixel of each loaded band as delivered (uint16 DN; SCL uint8).
-_FETCH_BYTES = {"red": 2, "nir": 2, "scl": 1}
-# Bytes per pixel and date held while a chunk's whole series is in memory: float32 red, nir,
-# NDVI and its sorted copy, plus uint8 SCL and the boolean mask.
-_WORK_BYTES_PER_OBS = 4 * 4 + 1 + 1
+_DN_BYTES, _SCL_BYTES = 2, 1
+
+
+def monitor_bands(spec: RunSpec) -> tuple[str, ...]:
+    """Bands the monitor loads: those its indices need, and SCL for the clear mask."""
+    return (*required_bands(spec.indices), SCL)
+
+
 THREADS_DEFAULT = 2
+#: Tiles computed at once (see ``monitor.TILES_IN_FLIGHT``).
+TILES_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True)
@@ -59,17 +64,27 @@ class RunPlan:
     @property
     def fetch_bytes(self) -> int:
         """Uncompressed volume of the bands to load."""
-        return self.observations * sum(_FETCH_BYTES[b] for b in MONITOR_BANDS)
+        bands = monitor_bands(self.spec)
+        return self.observations * sum(_SCL_BYTES if b == SCL else _DN_BYTES for b in bands)
 
     def peak_memory_bytes(self, threads: int = THREADS_DEFAULT) -> int:
-        """Estimated peak working memory: one chunk's full series per thread, plus a tile.
+        """Estimated peak working memory.
 
-        It depends on the chunk size and the number of dates, not on the AOI's size.
+        Per thread, one chunk's whole series: float32 bands, each index and its sorted copy,
+        SCL and the mask. Per tile in flight, the masked index series kept for the zonal
+        statistics, and the output layers. It depends on the chunk and tile sizes and the
+        number of dates, never on the AOI's size.
         """
         dates = max((len(t.scenes) for t in self.tiles), default=0)
+        n_bands = len(monitor_bands(self.spec)) - 1
+        n_idx = len(self.spec.indices)
+        per_obs_chunk = 4 * n_bands + 8 * n_idx + 2
+        per_obs_tile = 4 * n_idx + 1
         chunk = self.spec.chunk_px**2
-        tile = self.spec.tile_px**2
-        return threads * chunk * dates * _WORK_BYTES_PER_OBS + tile * (4 + 2)
+        tile = min(self.spec.tile_px**2, max((t.pixels for t in self.tiles), default=0))
+        return threads * chunk * dates * per_obs_chunk + TILES_IN_FLIGHT * tile * (
+            dates * per_obs_tile + 4 * (n_idx + 8) + 2
+        )
 
 
 def plan_run(spec: RunSpec, aoi: Aoi, source: Source) -> RunPlan:

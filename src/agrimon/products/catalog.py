@@ -35,6 +35,8 @@ def write_catalog(
     end: date,
     zones: Sequence[ZoneProducts],
     layers: Mapping[str, Layer],
+    tables: Mapping[str, Path] | None = None,
+    aoi: BaseGeometry | None = None,
 ) -> Path:
     """Write ``catalog.json`` with one item per zone and one asset per product file.
 
@@ -46,6 +48,9 @@ def write_catalog(
         end: Last day of the period.
         zones: Products per UTM zone.
         layers: Description of each product by name.
+        tables: Per-zone tables by format (``parquet``, ``csv``, ``gpkg``), listed in one
+            more item covering ``aoi``.
+        aoi: The AOI in lon/lat (footprint of the tables' item).
 
     Returns:
         Path of ``catalog.json``.
@@ -79,8 +84,41 @@ def write_catalog(
                 ),
             )
         catalog.add_item(item)
+    if tables and aoi is not None:
+        catalog.add_item(_tables_item(run_id, start, end, tables, aoi))
     catalog.normalize_hrefs(str(folder.resolve() / "catalog.json"))
     # Relative asset links keep the folder valid after it is renamed into place or copied.
     catalog.make_all_asset_hrefs_relative()
     catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
     return folder / "catalog.json"
+
+
+_TABLE_TYPES = {
+    "parquet": ("application/vnd.apache.parquet", "Per-zone index time series (Parquet)"),
+    "csv": ("text/csv", "Per-zone index time series (CSV)"),
+    "gpkg": ("application/geopackage+sqlite3", "Per-zone index time series with zone polygons"),
+}
+
+
+def _tables_item(
+    run_id: str, start: date, end: date, tables: Mapping[str, Path], aoi: BaseGeometry
+) -> pystac.Item:
+    """An item for the per-zone tables, with one asset per format."""
+    item = pystac.Item(
+        id=f"{run_id}-zones",
+        geometry=mapping(aoi),
+        bbox=list(aoi.bounds),
+        datetime=None,
+        start_datetime=datetime.combine(start, time.min, tzinfo=UTC),
+        end_datetime=datetime.combine(end, time.max, tzinfo=UTC),
+        properties={"agrimon:period": f"{start.isoformat()}/{end.isoformat()}"},
+    )
+    for fmt, path in tables.items():
+        media_type, title = _TABLE_TYPES[fmt]
+        item.add_asset(
+            f"zonal_stats_{fmt}",
+            pystac.Asset(
+                href=str(path.resolve()), media_type=media_type, title=title, roles=["data"]
+            ),
+        )
+    return item
