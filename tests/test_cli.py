@@ -78,7 +78,7 @@ def test_plan_of_the_default_aoi() -> None:
     assert "98.5 km²" in out
     assert "32734 (UTM 34S)" in out
     assert "4 of up to 1024 × 1024 px" in out
-    assert "196 (tile × date)" in out  # 4 tiles × 49 dates from 1 Nov to 30 Jun
+    assert "292 (tile × date)" in out  # 4 tiles × 73 dates from 1 July to 30 June
     assert "1,017,340 per band and date" in out
     assert "34S_0020_0764" in out
 

@@ -17,13 +17,15 @@ import rasterio.transform
 import rasterio.warp
 from pandas.testing import assert_frame_equal
 from rasterio.features import rasterize
+from shapely.geometry import box
 
 from agrimon import monitor as stages
 from agrimon.grid import from_lonlat, geobox_for
 from agrimon.plan import RunPlan
 from agrimon.products.folder import staged_folder
 from agrimon.products.manifest import sha256_file
-from agrimon.sources.demo import render_stack
+from agrimon.sources import synth
+from agrimon.sources.demo import cover_truth, render_stack
 
 from .conftest import DEMO_END, DEMO_START, demo_spec
 
@@ -247,3 +249,32 @@ def test_zonal_tables_equal_a_hand_computation(demo_run: tuple[RunPlan, Path]) -
     # The GeoPackage opens with one polygon row per zone, date and index.
     gpkg = gpd.read_file(folder / "zonal_stats.gpkg")
     assert len(gpkg) == len(table) and gpkg.crs.to_epsg() == 4326
+
+
+@pytest.mark.slow
+def test_a_full_season_run_writes_phenology_that_separates_shrubs_from_grass(
+    tmp_path: Path,
+) -> None:
+    aoi = tmp_path / "square.geojson"
+    square = box(18.200, -19.625, 18.215, -19.611)  # ~1.6 km of fields, grass and shrubs
+    gpd.GeoDataFrame({"name": ["square"]}, geometry=[square], crs=4326).to_file(aoi)
+    spec = demo_spec(tmp_path).model_copy(
+        update={"aoi": aoi, "start": date(2023, 7, 1), "end": date(2024, 6, 30), "tile_px": 256}
+    )
+    folder = stages.run_monitor(spec)
+    layers = stages.product_layers(spec)
+    assert {"ndvi_start_doy", "ndvi_peak_doy", "ndvi_end_doy", "ndvi_dry_wet_ratio"} <= set(layers)
+    with rasterio.open(folder / "ndvi_dry_wet_ratio.tif") as src:
+        ratio = src.read(1)
+        grid = geobox_for(tuple(src.bounds), 32734, 10.0)
+        assert src.descriptions[0].startswith("NDVI phenology: dry wet ratio")
+    with rasterio.open(folder / "ndvi_peak_doy.tif") as src:
+        peak = src.read(1)
+    cover = cover_truth(grid).values
+    shrub = np.nanmedian(ratio[cover == synth.SHRUB])
+    grass = np.nanmedian(ratio[cover == synth.GRASS])
+    assert shrub > grass + 0.05  # woody plants stay green into the dry season
+    # Crops peak in the rains: between January and April (day of year 1..120).
+    crop_peak = np.nanmedian(peak[cover == synth.CROP])
+    assert 1 <= crop_peak <= 120
+    assert layers["ndvi_peak_doy"].units == "day of year"

@@ -159,6 +159,17 @@ _RUN_OPTIONS: list[tuple[str, Any, Any]] = [
         "ndvi",
     ),
     (
+        "phenology",
+        Annotated[
+            bool,
+            typer.Option(
+                "--phenology/--no-phenology",
+                help="Season metrics of the first index (periods of 120 days or more).",
+            ),
+        ],
+        True,
+    ),
+    (
         "dask_address",
         Annotated[
             str | None,
@@ -309,6 +320,7 @@ def _spec(values: dict[str, Any]) -> RunSpec:
         tile_px=values["tile_px"],
         chunk_px=values["chunk_px"],
         indices=values["indices"],
+        phenology=values["phenology"],
         dask_address=values["dask_address"],
         source_settings=settings,
     )

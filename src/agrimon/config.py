@@ -16,9 +16,12 @@ from agrimon.indices.spectral import parse_indices
 from agrimon.sources.base import DEFAULT_CHUNK_PX
 from agrimon.sources.settings import SourceSettings
 
-#: The default season: the 2023/24 rainy season in northern Namibia, sowing to harvest.
-DEFAULT_START = date(2023, 11, 1)
+#: The default season: July 2023 to June 2024 in northern Namibia, the dry season before and
+#: the rains with sowing to harvest (what phenology's dry/wet ratio needs).
+DEFAULT_START = date(2023, 7, 1)
 DEFAULT_END = date(2024, 6, 30)
+#: Shortest period for which phenology layers are computed.
+MIN_PHENOLOGY_DAYS = 120
 DEFAULT_OUT = Path("outputs")
 
 SourceName = Literal["demo", "stac", "sentinelhub", "local"]
@@ -38,6 +41,8 @@ class RunSpec(BaseModel):
         max_area_km2: Largest AOI accepted.
         invalid_scl: SCL classes masked as not clear.
         source_settings: Endpoints, credentials, cache and retries of the real sources.
+        phenology: Write season metrics of the first index (when the period spans at least
+            ``MIN_PHENOLOGY_DAYS``).
         indices: Spectral indices to composite (names from ``agrimon.indices.spectral``); a
             comma-separated string is accepted.
         dask_address: Dask scheduler to compute on (else ``DASK_SCHEDULER_ADDRESS``, else
@@ -58,6 +63,7 @@ class RunSpec(BaseModel):
     source_settings: SourceSettings = SourceSettings()
     dask_address: str | None = None
     indices: tuple[str, ...] = ("ndvi",)
+    phenology: bool = True
 
     @field_validator("indices", mode="before")
     @classmethod
@@ -73,6 +79,11 @@ class RunSpec(BaseModel):
         if self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}: swap --start and --end")
         return self
+
+    @property
+    def wants_phenology(self) -> bool:
+        """Whether phenology layers are made: asked for, and a period long enough for them."""
+        return self.phenology and (self.end - self.start).days + 1 >= MIN_PHENOLOGY_DAYS
 
     @property
     def period(self) -> str:

@@ -25,7 +25,7 @@ from agrimon.cluster import connect
 from agrimon.config import RunSpec
 from agrimon.errors import SourceError
 from agrimon.grid import Tile, geobox_for, zone_pieces
-from agrimon.indices import composites, masks, spectral, zonal
+from agrimon.indices import composites, masks, phenology, spectral, zonal
 from agrimon.plan import TILES_IN_FLIGHT, RunPlan, TilePlan, monitor_bands, plan_run
 from agrimon.products.catalog import ZoneProducts, write_catalog
 from agrimon.products.cog import CogWriter, Layer
@@ -38,8 +38,35 @@ CLEAR_COUNT = Layer(
 )
 
 
+#: Season metrics written as layers, with the resampling their overviews use.
+PHENOLOGY_LAYERS: dict[str, str] = {
+    "start_doy": "nearest",
+    "peak_doy": "nearest",
+    "end_doy": "nearest",
+    "season_length": "nearest",
+    "peak_value": "average",
+    "amplitude": "average",
+    "integral": "average",
+    "dry_min": "average",
+    "dry_wet_ratio": "average",
+}
+
+
+def phenology_params(*, southern: bool) -> phenology.PhenologyParams:
+    """Season calendar of the AOI's hemisphere: July–June south, January–December north."""
+    if southern:
+        return phenology.PhenologyParams()
+    return phenology.PhenologyParams(
+        season_start=(1, 1), dry_months=(2, 3, 4), wet_months=(7, 8, 9)
+    )
+
+
 def product_layers(spec: RunSpec) -> dict[str, Layer]:
-    """The raster products of a run, by file stem: one median per index, the clear count."""
+    """The raster products of a run, by file stem.
+
+    One median per index, the clear-observation count and, for periods long enough, the
+    season metrics of the first index (``<index>_<metric>``).
+    """
     layers = {
         f"{name}_median": Layer(
             f"{name}_median",
@@ -52,6 +79,14 @@ def product_layers(spec: RunSpec) -> dict[str, Layer]:
         for name in spec.indices
     }
     layers[CLEAR_COUNT.name] = CLEAR_COUNT
+    if spec.wants_phenology:
+        first = spec.indices[0]
+        for metric, resampling in PHENOLOGY_LAYERS.items():
+            units = phenology.METRICS[metric]
+            title = f"{first.upper()} phenology: {metric.replace('_', ' ')} ({units})"
+            layers[f"{first}_{metric}"] = Layer(
+                f"{first}_{metric}", title, "float32", float("nan"), units, resampling
+            )
     return layers
 
 
@@ -97,6 +132,12 @@ def composite_tile(spec: RunSpec, tile: Tile, stack: xr.Dataset) -> TileComposit
     series = spectral.compute_indices(stack, spec.indices).where(clear)
     layers = {f"{name}_median": composites.median(series[name]) for name in spec.indices}
     layers[CLEAR_COUNT.name] = masks.clear_count(clear)
+    if spec.wants_phenology:
+        first = spec.indices[0]
+        params = phenology_params(southern=tile.hemisphere == "S")
+        season = phenology.phenology(series[first], params)
+        for metric in PHENOLOGY_LAYERS:
+            layers[f"{first}_{metric}"] = season[metric]
     return TileComposite(tile=tile, layers=layers, series=series, clear=clear)
 
 
