@@ -1,4 +1,4 @@
-"""The ``monitor`` flow: AOI → scene stacks → NDVI composites → products.
+"""The ``monitor`` flow: AOI → scene stacks → index composites and phenology → products.
 
 Thin by design: each task calls one library stage from :mod:`agrimon.monitor`. Tasks pass
 lazy dask-backed objects, so nothing is computed until the products task writes the COGs.
@@ -30,9 +30,9 @@ def load_stack(spec: RunSpec, tile_plan: TilePlan) -> xr.Dataset:
     return stages.load_stack(spec, tile_plan)
 
 
-@task(name="mask, NDVI and composites", cache_policy=NO_CACHE)
+@task(name="mask, indices and composites", cache_policy=NO_CACHE)
 def composite(spec: RunSpec, tile_plan: TilePlan, stack: xr.Dataset) -> stages.TileComposite:
-    """SCL cloud mask, NDVI, median-NDVI composite and clear-observation count (lazy)."""
+    """Cloud mask, indices, seasonal composites and phenology of one tile (lazy)."""
     return stages.composite_tile(spec, tile_plan.tile, stack)
 
 

@@ -61,7 +61,7 @@ def test_monitor_flow_run_writes_the_same_products(
     n = len(plan.tiles)
     assert names.count("plan tiles") == 1
     assert names.count("load scene stack") == n
-    assert names.count("mask, NDVI and composites") == n
+    assert names.count("mask, indices and composites") == n
     assert names.count("write products") == 1
     assert all(r.state is not None and r.state.is_completed() for r in runs)
 

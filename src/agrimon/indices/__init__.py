@@ -1,1 +1,1 @@
-"""Index stage: masks, spectral indices and temporal composites (xarray + dask)."""
+"""Index stage: masks, spectral indices, composites, phenology and zonal statistics (xarray + dask)."""
