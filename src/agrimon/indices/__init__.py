@@ -1,1 +1,1 @@
-"""Index stage: masks, spectral indices, composites, phenology and zonal statistics (xarray + dask)."""
+"""Index stage: masks, indices, composites, phenology and zonal statistics (xarray, dask)."""
