@@ -828,3 +828,51 @@ def test_broken_catalog_is_named(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as err:
         _source(tmp_path).find_scenes(ANY_TILE, START, END)
     _one_line(err, "catalog.json", "STAC")
+
+
+def test_blocks_on_the_file_grid_are_read_bit_for_bit_as_warped(tmp_path: Path) -> None:
+    """The no-warp fast path (block on the file's own grid) equals nearest-neighbour warping."""
+    from affine import Affine
+
+    from agrimon.sources.local import grid_offset, read_bands
+
+    rng = np.random.default_rng(7)
+    transform = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)
+    like = {"driver": "GTiff", "crs": "EPSG:32633", "transform": transform, "nodata": 0}
+    dn = rng.integers(0, 12000, size=(1, 70, 90), dtype=np.uint16)
+    dn[0, :5, :7] = 0
+    classes = rng.integers(0, 12, size=(1, 70, 90), dtype=np.uint8)
+    reflectance = np.where(dn > 0, dn / 10000, np.nan).astype(np.float32)
+    red = _write(tmp_path / "S2_20240105_B04.tif", dn, like)
+    scl = _write(tmp_path / "S2_20240105_SCL.tif", classes, like)
+    nir = _write(tmp_path / "S2_20240105_B08.tif", reflectance, {**like, "nodata": np.nan})
+    refs = {
+        "red": BandRef(str(red), 1, 1e-4, -0.1, None),
+        "nir": BandRef(str(nir), 1, None, 0.0, None),
+        SCL: BandRef(str(scl), 1, 1.0, 0.0, None),
+    }
+    blocks = {
+        "inside": geobox_for((500100.0, 4999500.0, 500400.0, 4999800.0), 32633, 10.0),
+        "over the corner": geobox_for((499800.0, 4999200.0, 500300.0, 5000100.0), 32633, 10.0),
+        "over the far edges": geobox_for((500700.0, 4999200.0, 501100.0, 4999600.0), 32633, 10.0),
+        "outside": geobox_for((600000.0, 4000000.0, 600100.0, 4000100.0), 32633, 10.0),
+        "shifted (warped)": GeoBox((20, 20), Affine(10, 0, 500103, 0, -10, 4999797), "EPSG:32633"),
+    }
+    assert grid_offset(transform, blocks["inside"].affine) == (20, 10)
+    assert grid_offset(transform, blocks["over the corner"].affine) == (-10, -20)
+    assert grid_offset(transform, blocks["shifted (warped)"].affine) is None
+    assert grid_offset(transform, Affine(20, 0, 500000, 0, -20, 5000000)) is None
+    for name, block in blocks.items():
+        got = read_bands(refs, block)
+        want = {
+            "red": dn_to_reflectance(_pick(red, 1, block), scale=1e-4, offset=-0.1, nodata=None),
+            "nir": _pick(nir, 1, block).astype(np.float32),
+            SCL: _pick(scl, 1, block).astype(np.float32),
+        }
+        for band, values in want.items():
+            assert got[band].dtype == np.float32
+            np.testing.assert_array_equal(got[band], values, err_msg=f"{band}, {name}")
+        with rasterio.open(red) as src:
+            raw = warp_window(src, [1], [0.0], block)[0]
+        np.testing.assert_array_equal(raw, _pick(red, 1, block), err_msg=name)
+    assert np.isnan(read_bands(refs, blocks["outside"])["red"]).all()

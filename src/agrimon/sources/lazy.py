@@ -16,6 +16,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
@@ -100,17 +101,24 @@ def lazy_stack(
 
     ychunks, xchunks = splits(ny, chunk_px), splits(nx, chunk_px)
     data_vars = {}
+    # The fetch tasks are one layer every band depends on: dask then sees that the bands
+    # share them (a band holding its own copy made graph optimisation fetch twice).
+    fetch_layer = MaterializedLayer(graph)
     for band in bands:
         var = f"{name}-{band}-{tok}"
-        layer = dict(graph)
+        layer: dict[Any, Any] = {}
         for t in range(len(times)):
             for ci, (cy0, cy) in enumerate(_starts(ychunks)):
                 for cj, (cx0, cx) in enumerate(_starts(xchunks)):
                     src = (fetch_name, t, ci // per, cj // per)
                     oy, ox = cy0 - (ci // per) * fetch_px, cx0 - (cj // per) * fetch_px
                     layer[(var, t, ci, cj)] = (_pick, src, band, oy, ox, cy, cx)
+        hlg = HighLevelGraph(
+            {fetch_name: fetch_layer, var: MaterializedLayer(layer)},
+            {fetch_name: set(), var: {fetch_name}},
+        )
         arr = da.Array(  # type: ignore[no-untyped-call]
-            layer, var, chunks=((1,) * len(times), ychunks, xchunks), dtype=band_dtype(band)
+            hlg, var, chunks=((1,) * len(times), ychunks, xchunks), dtype=band_dtype(band)
         )
         data_vars[band] = (("time", "y", "x"), arr, band_attrs(band))
     coords = xr_coords(geobox, crs_coord_name="spatial_ref")

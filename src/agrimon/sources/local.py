@@ -86,6 +86,8 @@ BASELINE_TAGS = ("S2:PROCESSING_BASELINE", "PROCESSING_BASELINE")
 APPLIED_TAGS = ("EARTHSEARCH:BOA_OFFSET_APPLIED", "BOA_OFFSET_APPLIED")
 #: Extra source pixels read around a block's window (guards rounding at the edges).
 WINDOW_MARGIN_PX = 2
+#: Largest sub-pixel shift between grids still read as aligned (far below any pick change).
+ALIGN_TOLERANCE_PX = 1e-6
 _PREVIEW = frozenset({"thumbnail", "overview", "visual", "tci"})
 
 _DATE_RE = re.compile(
@@ -640,6 +642,25 @@ def cover_window(
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
+def grid_offset(file_transform: Any, block_transform: Any) -> tuple[int, int] | None:
+    """Whole-pixel ``(row, col)`` of a block's first pixel on a file's pixel grid.
+
+    Both grids must be in one CRS (the caller checks). When the pixels have the same size
+    and orientation and the block starts on a pixel corner of the file, nearest-neighbour
+    warping copies pixels unchanged, so a plain window read gives the same values.
+
+    Returns:
+        The offset, or None when the grids differ (resolution, rotation, sub-pixel shift).
+    """
+    f, b = file_transform, block_transform
+    if (f.a, f.b, f.d, f.e) != (b.a, b.b, b.d, b.e) or f.a == 0 or f.e == 0:
+        return None
+    col, row = (b.c - f.c) / f.a, (b.f - f.f) / f.e
+    if abs(col - round(col)) > ALIGN_TOLERANCE_PX or abs(row - round(row)) > ALIGN_TOLERANCE_PX:
+        return None
+    return round(row), round(col)
+
+
 # --- I/O: headers, catalogs, pixels ----------------------------------------------------
 
 
@@ -820,13 +841,26 @@ def warp_window(
     """Bands of an open raster picked onto ``block`` by nearest neighbour.
 
     Reads only the window covering the block (plus a margin), with an exactly shifted
-    transform, so the picks equal those from warping the whole file.
+    transform, so the picks equal those from warping the whole file. When the block lies on
+    the file's own grid (same CRS, pixel size and orientation, whole-pixel offset) the picks
+    are the pixels themselves: the block's window is read as it is, without warping.
 
     Returns:
         ``(len(indexes), ny, nx)`` values; NaN at nodata and outside the file.
     """
     dst = np.full((len(indexes), *block.shape), np.nan, dtype=np.float64)
     dst_crs = _rio_crs(block)
+    offset = _aligned_offset(src, block)
+    if offset is not None:  # nearest-neighbour picks on the file's own grid: a plain read
+        got = _read_inside(src, indexes, offset, (block.shape[0], block.shape[1]))
+        if got is not None:
+            data, rows, cols = got
+            part = dst[:, rows, cols]
+            part[...] = data
+            for k, value in enumerate(nodata):
+                if value is not None:
+                    part[k][data[k] == value] = np.nan
+        return dst
     bb = block.boundingbox
     bounds = transform_bounds(
         dst_crs, src.crs, bb.left, bb.bottom, bb.right, bb.top, densify_pts=21
@@ -852,6 +886,66 @@ def warp_window(
     return dst
 
 
+def _aligned_offset(src: Any, block: GeoBox) -> tuple[int, int] | None:
+    """:func:`grid_offset` of ``block`` on an open raster's grid; None unless in its CRS."""
+    if src.crs is None or src.crs != _rio_crs(block):
+        return None
+    return grid_offset(src.transform, block.affine)
+
+
+def _read_inside(
+    src: Any, indexes: Sequence[int], offset: tuple[int, int], shape: tuple[int, int]
+) -> tuple[NDArray[Any], slice, slice] | None:
+    """Raw pixels of the part of an aligned block inside the file, and where they go.
+
+    Returns:
+        ``(pixels (bands, rows, cols), row slice, column slice)`` of the block, or None
+        when the block lies outside the file.
+    """
+    row0, col0 = offset
+    r0, c0 = max(row0, 0), max(col0, 0)
+    r1, c1 = min(row0 + shape[0], src.height), min(col0 + shape[1], src.width)
+    if r1 <= r0 or c1 <= c0:
+        return None
+    data = src.read(list(indexes), window=Window(c0, r0, c1 - c0, r1 - r0))
+    return data, slice(r0 - row0, r1 - row0), slice(c0 - col0, c1 - col0)
+
+
+def _read_aligned_integers(
+    src: Any,
+    members: Sequence[tuple[str, BandRef]],
+    nodata: Sequence[float | None],
+    scales: Sequence[float],
+    offset: tuple[int, int],
+    shape: tuple[int, int],
+) -> dict[str, NDArray[np.float32]]:
+    """:func:`read_bands` of integer bands of a file on the block's grid, without warping.
+
+    The same values as :func:`warp_window` followed by the reflectance conversion, bit for
+    bit: nearest-neighbour picks on the file's own grid are the pixels themselves, and the
+    conversion runs on the integers instead of on their float64 copies.
+    """
+    got = _read_inside(src, [ref.index for _, ref in members], offset, shape)
+    out: dict[str, NDArray[np.float32]] = {}
+    for k, (band, ref) in enumerate(members):
+        if got is None:
+            out[band] = np.full(shape, np.nan, dtype=np.float32)
+            continue
+        data, rows, cols = got
+        scl = band == SCL  # raw classes: no scale, no offset
+        values = dn_to_reflectance(
+            data[k],
+            scale=1.0 if scl else scales[k],
+            offset=0.0 if scl else ref.offset,
+            nodata=nodata[k],
+        )
+        if values.shape != shape:  # the block reaches beyond the file
+            values, inside = np.full(shape, np.nan, dtype=np.float32), values
+            values[rows, cols] = inside
+        out[band] = values
+    return out
+
+
 def read_bands(refs: Mapping[str, BandRef], block: GeoBox) -> dict[str, NDArray[np.float32]]:
     """Reflectance (or raw SCL) of bands onto ``block``, one open per file.
 
@@ -868,15 +962,24 @@ def read_bands(refs: Mapping[str, BandRef], block: GeoBox) -> dict[str, NDArray[
     for path, members in by_path.items():
         try:
             with rasterio.open(path) as src:
-                nodata, scales = [], []
+                nodata, scales, integers = [], [], []
                 for _, ref in members:
                     integer = bool(np.issubdtype(np.dtype(src.dtypes[ref.index - 1]), np.integer))
+                    integers.append(integer)
                     file_nodata = src.nodatavals[ref.index - 1]
                     fallback = file_nodata if file_nodata is not None else (0 if integer else None)
                     nodata.append(ref.nodata if ref.nodata is not None else fallback)
                     scales.append(
                         ref.scale if ref.scale is not None else (DN_SCALE if integer else 1.0)
                     )
+                offset = _aligned_offset(src, block)
+                if offset is not None and all(integers):
+                    out.update(
+                        _read_aligned_integers(
+                            src, members, nodata, scales, offset, (block.shape[0], block.shape[1])
+                        )
+                    )
+                    continue
                 raw = warp_window(src, [ref.index for _, ref in members], nodata, block)
         except (RasterioError, OSError, IndexError) as exc:
             raise _unreadable(path, exc) from exc
