@@ -26,6 +26,9 @@ from agrimon.indices.masks import clear_mask
 from agrimon.indices.spectral import ndvi
 from agrimon.indices.zonal import (
     COLUMNS,
+    MAX_EXACT_PIXELS,
+    MEDIAN_BIN_WIDTH,
+    MEDIAN_BINS,
     ZonalPartial,
     combine_partials,
     read_zonal_table,
@@ -109,13 +112,25 @@ def _rows(table: pd.DataFrame, zone_id: int, index: str = "ndvi") -> pd.DataFram
     return table[(table.zone_id == zone_id) & (table["index"] == index)].sort_values("time")
 
 
-def _assert_matches(rows: pd.DataFrame, hand: Hand, atol: float, label: str = "") -> None:
+def _assert_matches(
+    rows: pd.DataFrame,
+    hand: Hand,
+    atol: float,
+    label: str = "",
+    *,
+    median_atol: float | None = None,
+) -> None:
+    """Table rows of one zone equal the hand statistics (``median_atol`` for the median)."""
     pixels, count, mean, median, std = hand
     assert (rows.pixels == pixels).all(), label
     np.testing.assert_array_equal(rows["count"].to_numpy(), count, err_msg=label)
-    for name, want in (("mean", mean), ("median", median), ("std", std)):
+    for name, want, tol in (
+        ("mean", mean, atol),
+        ("median", median, atol if median_atol is None else median_atol),
+        ("std", std, atol),
+    ):
         np.testing.assert_allclose(
-            rows[name].to_numpy(), want, rtol=0, atol=atol, equal_nan=True, err_msg=label
+            rows[name].to_numpy(), want, rtol=0, atol=tol, equal_nan=True, err_msg=label
         )
     fraction = count / pixels if pixels else np.full(count.shape, np.nan)
     np.testing.assert_allclose(rows.clear_fraction.to_numpy(), fraction, equal_nan=True)
@@ -285,6 +300,134 @@ def test_a_tile_missing_a_date_counts_its_pixels_as_not_clear() -> None:
     pd.testing.assert_frame_equal(zonal_table(combine_partials(partials)), want, check_exact=True)
 
 
+# --- large zones: histogram medians in bounded memory ---------------------------------------
+
+#: With this limit the seam zones 1-3 (1200, 221 and ~18 pixels) are binned, 4-6 are not.
+SMALL_LIMIT = 10
+BINNED = [True, True, True, False, False, False]
+
+
+def _binned_partials(stack: xr.Dataset, clear: Bools, geobox: GeoBox) -> list[ZonalPartial]:
+    return [
+        zonal_partial(
+            stack.isel(y=rows, x=cols),
+            _seam_zones(),
+            clear=clear[:, rows, cols],
+            geobox=geobox[rows, cols],
+            max_exact_pixels=SMALL_LIMIT,
+        )
+        for rows, cols in TILES
+    ]
+
+
+def test_large_zones_get_a_histogram_median_within_a_bin() -> None:
+    rng = np.random.default_rng(13)
+    geobox = _grid(30, 40)
+    stack, clear = _random_stack(rng, (4, 30, 40), ("ndvi", "ndwi"))
+    zones = _seam_zones()
+    exact = zonal_stats(stack, zones, clear=clear, geobox=geobox)
+    binned = zonal_stats(stack, zones, clear=clear, geobox=geobox, max_exact_pixels=SMALL_LIMIT)
+    for zone_id, geom in zip(zones.zone_id[:3], zones.geometry[:3], strict=True):
+        for name in ("ndvi", "ndwi"):
+            hand = _summary(_pick(stack[name].values, clear, geobox, geom))
+            rows = _rows(binned, int(zone_id), name)
+            # Sparse toy data (about one value per bin): less than a bin off. Dense data
+            # (the shipped AOI's outline, below) is within half a bin, and much closer.
+            _assert_matches(rows, hand, atol=1e-9, median_atol=MEDIAN_BIN_WIDTH)
+            # Binned, not exact (the exact table has numpy's median to the last bit).
+            assert not np.array_equal(rows["median"], _rows(exact, int(zone_id), name)["median"])
+    # Zones under the limit keep their values: their rows are the exact table's.
+    small = binned.zone_id >= 4
+    pd.testing.assert_frame_equal(binned[small], exact[small], check_exact=True)
+    for column in ("count", "clear_fraction", "pixels"):
+        pd.testing.assert_series_equal(binned[column], exact[column], check_exact=True)
+
+
+def test_histogram_medians_do_not_depend_on_the_tiling() -> None:
+    rng = np.random.default_rng(17)
+    geobox = _grid(30, 40)
+    stack, clear = _random_stack(rng, (3, 30, 40), ("ndvi", "ndwi"))
+    whole = zonal_stats(
+        stack, _seam_zones(), clear=clear, geobox=geobox, max_exact_pixels=SMALL_LIMIT
+    )
+    partials = _binned_partials(stack, clear, geobox)
+    for order in (partials, partials[::-1]):
+        tiled = zonal_table(combine_partials(order))
+        # The histograms hold integer counts: the median is the single grid's bit for bit.
+        exact_columns = [c for c in COLUMNS if c not in ("mean", "std")]
+        pd.testing.assert_frame_equal(tiled[exact_columns], whole[exact_columns], check_exact=True)
+        # Mean and std of binned zones come from the merged partial sums: float rounding.
+        for column in ("mean", "std"):
+            np.testing.assert_allclose(tiled[column], whole[column], rtol=1e-12, equal_nan=True)
+        small = tiled.zone_id >= 4  # zones that keep their values are exact throughout
+        pd.testing.assert_frame_equal(tiled[small], whole[small], check_exact=True)
+
+
+def test_a_large_zone_keeps_a_histogram_and_no_pixel_values() -> None:
+    rng = np.random.default_rng(19)
+    geobox = _grid(30, 40)
+    stack, clear = _random_stack(rng, (4, 30, 40), ("ndvi", "ndwi"))
+    # The seam zones, then a small field (9 pixels) and a large zone off the grid.
+    zones = _zones(*_seam_zones().geometry, box(0, 0, 30, 30), box(2000, 0, 3000, 1000))
+    where = zone_pixels(zones, geobox)
+    assert where.expected[0] == pytest.approx(1200.0) and where.expected[7] == pytest.approx(1e4)
+    partial = zonal_partial(stack, zones, clear=clear, geobox=geobox, max_exact_pixels=SMALL_LIMIT)
+    assert partial.binned.tolist() == [*BINNED, False, True]
+    assert partial.pixels[6] == 9
+    assert partial.values is not None and partial.histogram is not None
+    for z, big in enumerate(partial.binned):
+        kept, counts = partial.values[z], partial.histogram[z]
+        if big and z < 7:  # a histogram (T, I, bins) whatever the zone's size; no values
+            assert kept is None and counts is not None
+            assert counts.shape == (4, 2, MEDIAN_BINS) and counts.dtype == np.uint32
+            np.testing.assert_array_equal(counts.sum(axis=-1), partial.count[z])
+        elif big:  # no pixel here: nothing kept
+            assert kept is None and counts is None
+        else:  # float32 values (lossless: the stack holds float32 values), no histogram
+            assert kept is not None and counts is None
+            assert kept.dtype == np.float32 and kept.shape == (4, 2, partial.pixels[z])
+    table = zonal_table(combine_partials([partial]))
+    off = table[table.zone_id == 8]
+    assert (off.pixels == 0).all() and off[["mean", "median", "std"]].isna().all().all()
+    # Values that float32 cannot hold are kept as float64, and the result stays exact.
+    wide = stack + 1e-9
+    kept64 = zonal_partial(wide, zones, clear=clear, geobox=geobox, max_exact_pixels=SMALL_LIMIT)
+    assert kept64.values is not None and kept64.values[6] is not None
+    assert kept64.values[6].dtype == np.float64
+    field = _rows(zonal_table(kept64), 7)
+    hand = _summary(_pick(wide["ndvi"].values, clear, geobox, box(0, 0, 30, 30)))
+    _assert_matches(field, hand, atol=1e-12)
+    # Without median nothing is kept at all.
+    sums = zonal_partial(stack, zones, clear=clear, geobox=geobox, median=False)
+    assert sums.values is None and sums.histogram is None
+
+
+def test_histogram_median_of_sparse_and_out_of_range_values() -> None:
+    geobox = _grid(1, 4)
+    zone = _zones(box(0, 0, 40, 10))  # 4 pixels, binned with a limit of 1
+    values = np.array([[[0.0, 1.0, np.nan, np.nan]], [[-0.5, 0.25, 0.3, 7.0]]])
+    table = zonal_stats(_stack({"ndvi": values}), zone, geobox=geobox, max_exact_pixels=1)
+    # Two values far apart: the mean of the two middle values, each within half a bin
+    # (a bin of one value gives its middle), not the edge of the first one's bin.
+    assert table["median"].iloc[0] == pytest.approx(0.5, abs=MEDIAN_BIN_WIDTH / 2)
+    assert table["median"].iloc[1] == pytest.approx(0.275, abs=MEDIAN_BIN_WIDTH / 2)
+    # A value out of the range counts (in the last bin), and mean/std stay exact.
+    assert table["count"].tolist() == [2, 4]
+    assert table["mean"].iloc[1] == pytest.approx(np.mean(values[1]), abs=1e-12)
+    assert table["std"].iloc[1] == pytest.approx(np.std(values[1]), abs=1e-12)
+
+
+def test_partials_binning_different_zones_are_refused() -> None:
+    rng = np.random.default_rng(23)
+    geobox = _grid(30, 40)
+    stack, clear = _random_stack(rng, (2, 30, 40))
+    zones = _seam_zones()
+    binned = zonal_partial(stack, zones, clear=clear, geobox=geobox, max_exact_pixels=SMALL_LIMIT)
+    kept = zonal_partial(stack, zones, clear=clear, geobox=geobox)
+    with pytest.raises(ValueError, match="max_exact_pixels"):
+        combine_partials([binned, kept])
+
+
 # --- zones: overlapping, tiny, outside; cloudy dates -----------------------------------------
 
 
@@ -404,14 +547,20 @@ def test_shipped_aoi_zones_in_lonlat_overlap_on_utm_tiles() -> None:
     pixels = table.groupby("zone_id").pixels.first()
     assert (pixels > 1000).all()
     assert pixels[1] > pixels[2:].sum()  # the outline holds the fields, which keep theirs
-    for zone_id, geom in zip(aoi.zones.zone_id, aoi.zones.geometry, strict=True):
+    # The outline (~1 M pixels) is too large to keep its values: its median is binned.
+    expected = np.array(zone_pixels(aoi.zones, tiles[0].geobox).expected)
+    np.testing.assert_allclose(expected, pixels.to_numpy(), rtol=0.01)
+    binned = expected > MAX_EXACT_PIXELS
+    assert binned.tolist() == [True] + [False] * (len(binned) - 1)
+    for zone_id, geom, big in zip(aoi.zones.zone_id, aoi.zones.geometry, binned, strict=True):
         picked = [
             _pick(stack["ndvi"].values, clear, tile.geobox, from_lonlat(geom, tile.epsg))
             for tile, stack, clear in data
         ]
         hand = _summary(np.concatenate(picked, axis=1))
         rows = _rows(table, int(zone_id))
-        _assert_matches(rows, hand, atol=1e-12, label=f"zone {zone_id}")
+        tol = MEDIAN_BIN_WIDTH / 2 if big else None
+        _assert_matches(rows, hand, atol=1e-12, label=f"zone {zone_id}", median_atol=tol)
     # Zones are projected like the tile footprints: restricting each tile to its footprint,
     # as a flow over several UTM zones must, loses no pixel of a zone inside the AOI.
     owned = zonal_table(

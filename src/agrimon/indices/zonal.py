@@ -14,21 +14,44 @@ How it is computed, in three pure steps the flow can spread over tiles:
 2. :func:`zonal_partial` turns one tile's computed index blocks and clear mask into a
    :class:`ZonalPartial`: per zone, date and index the clear-pixel count, mean and sum of
    squared deviations (the numerically stable form of count / sum / sum of squares), and,
-   unless ``median=False``, the zone's pixel values themselves.
+   unless ``median=False``, what the median needs: the zone's pixel values themselves for a
+   zone of at most ``max_exact_pixels`` pixels, a fixed-bin histogram for a larger one.
 3. :func:`combine_partials` merges the tiles' partials exactly (counts add, means and squared
-   deviations merge by Chan et al.'s pairwise update, value arrays are concatenated) and
-   :func:`zonal_table` turns the result into the tidy table.
+   deviations merge by Chan et al.'s pairwise update, value arrays are concatenated,
+   histograms added) and :func:`zonal_table` turns the result into the tidy table.
 
 Definitions:
 
 * ``std`` is the **population** standard deviation (``ddof=0``).
-* With the values kept (the default), ``mean``, ``median`` and ``std`` are computed from the
+* **Small zones** (at most ``max_exact_pixels`` pixels, default 200 000, i.e. 20 km² at
+  10 m): their values are kept and ``mean``, ``median`` and ``std`` are computed from the
   zone's sorted values, so they do not depend on how the AOI was cut into tiles: a
-  multi-tile result equals the single-grid result bit for bit. Memory: 8 bytes × dates ×
-  indices × pixels of the zone, held until the table is made (2.4 MB for a 10 ha field, 100
-  dates and 3 indices; 8 GB for a 1000 km² district, 100 dates and one index: pass
-  ``median=False`` for such zones and get ``median`` as NaN, except for point-sized zones,
-  and the other statistics from the partial sums, equal to within float rounding).
+  multi-tile result equals the single-grid result bit for bit. Values are kept as float32
+  when that is lossless (index stacks are float32), else as float64, and the statistics are
+  computed in float64. Memory: 4 bytes × dates × indices × pixels of the zone, held until
+  the table is made (0.8 MB per date and index for a zone of 200 000 pixels).
+* **Large zones** (more than ``max_exact_pixels``) keep instead, per tile, date and index, a
+  histogram of :data:`MEDIAN_BINS` (3072) bins of width :data:`MEDIAN_BIN_WIDTH` (1/1024)
+  over :data:`MEDIAN_RANGE` ``[-1.5, 1.5)``; values outside the range count in the first or
+  last bin. Memory: 4 bytes × dates × indices × 3072 per zone and tile whatever the zone's
+  size (0.9 MB for 73 dates and one index). The ``median`` is numpy's (the middle value,
+  or the mean of the two middle values) with each middle value read off the histogram by
+  linear interpolation within its bin (the bin where the cumulative count reaches its
+  rank): less than one bin width (about 0.001) off the exact median and, on dense data,
+  much closer (about 1e-5 for the shipped AOI's outline); a median outside the range is
+  not meaningful (normalized indices lie in ``[-1, 1]``). ``mean`` and ``std`` come from
+  the merged partial sums, equal to the exact ones to within float rounding. The
+  histograms hold integer counts, so ``median``, ``count``, ``clear_fraction`` and
+  ``pixels`` do not depend on the tiling; ``mean`` and ``std`` do only through float
+  rounding (about 1e-15 relative).
+* Which of the two a zone gets is decided from its **area**, not from its pixels on a tile,
+  so that every tile decides alike and combining never mixes them: the zone's area in m²
+  (planar in the zones' CRS when it is projected, geodesic on its ellipsoid when it is
+  lon/lat) over a pixel's area in m² (from the data CRS's resolution; for a lon/lat data
+  CRS, the zone's area in that CRS over the pixel's). A zone near the limit may thus be
+  binned with a few pixels less than ``max_exact_pixels``, or kept with a few more.
+* ``median=False`` keeps neither values nor histograms: ``median`` is NaN, except for
+  point-sized zones, and the other statistics come from the partial sums.
 * A **zone without a pixel centre** (smaller than a pixel, or a thin sliver) is not dropped:
   it gets the one pixel that contains its representative point (``pixels`` = 1). This is
   decided after all tiles are combined, so a zone whose pixel centres lie in another tile
@@ -71,6 +94,10 @@ from agrimon.indices.composites import nanmedian_last
 __all__ = [
     "COLUMNS",
     "DEFAULT_STEM",
+    "MAX_EXACT_PIXELS",
+    "MEDIAN_BINS",
+    "MEDIAN_BIN_WIDTH",
+    "MEDIAN_RANGE",
     "TableFormat",
     "ZonalPartial",
     "ZonePixels",
@@ -117,7 +144,24 @@ _DTYPES: dict[str, str] = {
     "pixels": "int64",
 }
 
+#: Zones of at most this many pixels (estimated from their area) keep their pixel values
+#: for an exact median; larger zones keep a histogram (see the module docstring).
+MAX_EXACT_PIXELS = 200_000
+
+#: Range of the median histograms of large zones; values outside count in the edge bins.
+MEDIAN_RANGE: tuple[float, float] = (-1.5, 1.5)
+
+#: Number of bins of a median histogram: 1/1024 wide, so that bin edges are exact floats.
+MEDIAN_BINS = 3072
+
+#: Width of a median histogram's bin (the median of a large zone is within one of exact).
+MEDIAN_BIN_WIDTH = (MEDIAN_RANGE[1] - MEDIAN_RANGE[0]) / MEDIAN_BINS
+
 Floats = NDArray[np.float64]
+#: Kept pixel values: float32 where lossless, else float64.
+Values = NDArray[np.floating[Any]]
+#: Histogram counts: uint32 in a tile's partial, int64 once combined.
+Counts = NDArray[np.integer[Any]]
 
 
 # --- which pixels belong to which zone ---------------------------------------------------------
@@ -134,11 +178,14 @@ class ZonePixels:
         fallback: Per zone, the flat index of the pixel containing the zone's representative
             point when that point lies on this geobox (and inside ``inside``), else None.
             Used only when the zone has no pixel centre on any tile.
+        expected: Per zone, its area over a pixel's area: the pixel count it has on a grid
+            covering it, the same on every tile of a run (see :func:`zone_pixels`).
     """
 
     shape: tuple[int, int]
     pixels: tuple[NDArray[np.intp], ...]
     fallback: tuple[int | None, ...]
+    expected: tuple[float, ...] = ()
 
 
 def zone_pixels(
@@ -156,7 +203,11 @@ def zone_pixels(
             zone (e.g. outside the tile's footprint).
 
     Returns:
-        The pixels of every zone, each zone rasterized independently.
+        The pixels of every zone, each zone rasterized independently, and its expected
+        pixel count: the zone's area in m² (planar in the zones' CRS when projected,
+        geodesic when lon/lat) over the pixel's area in m², which depends on the zone and
+        the resolution only, not on the tile or its UTM zone. For a lon/lat data CRS it is
+        the zone's area in that CRS over the pixel's.
 
     Raises:
         ConfigError: The zones have no CRS.
@@ -170,7 +221,9 @@ def zone_pixels(
     inverse = ~affine
     pixels: list[NDArray[np.intp]] = []
     fallback: list[int | None] = []
-    for geom in _zones_in_crs(zones, geobox.crs):
+    geoms = _zones_in_crs(zones, geobox.crs)
+    expected = _expected_pixels(zones, geoms, geobox.crs, affine)
+    for geom in geoms:
         if geom is None or geom.is_empty:
             pixels.append(np.empty(0, dtype=np.intp))
             fallback.append(None)
@@ -183,7 +236,32 @@ def zone_pixels(
                 point = None
         pixels.append(found)
         fallback.append(point)
-    return ZonePixels((height, width), tuple(pixels), tuple(fallback))
+    return ZonePixels((height, width), tuple(pixels), tuple(fallback), expected)
+
+
+def _expected_pixels(
+    zones: gpd.GeoDataFrame, geoms: Sequence[BaseGeometry | None], crs: Any, affine: Affine
+) -> tuple[float, ...]:
+    """Each zone's area over a pixel's area, independent of the tile (see zone_pixels)."""
+    target = CRS.from_user_input(str(crs))
+    pixel = abs(affine.a * affine.e - affine.b * affine.d)
+    if not target.is_projected or pixel == 0:
+        # One lon/lat CRS for every tile: its planar areas are the same on each.
+        return tuple(0.0 if g is None or pixel == 0 else g.area / pixel for g in geoms)
+    pixel *= target.axis_info[0].unit_conversion_factor ** 2
+    source = CRS.from_user_input(zones.crs)
+    if source.is_projected:
+        scale = source.axis_info[0].unit_conversion_factor ** 2
+        areas = [0.0 if g is None else g.area * scale for g in zones.geometry.array]
+    else:
+        geod = source.get_geod()
+        if geod is None:  # pragma: no cover - a lon/lat CRS always has an ellipsoid
+            raise ConfigError(f"the zones' CRS {source.name} has no ellipsoid")
+        areas = [
+            0.0 if g is None or g.is_empty else abs(geod.geometry_area_perimeter(g)[0])
+            for g in zones.geometry.array
+        ]
+    return tuple(a / pixel for a in areas)
 
 
 def _zones_in_crs(zones: gpd.GeoDataFrame, crs: Any) -> list[BaseGeometry | None]:
@@ -263,9 +341,15 @@ class ZonalPartial:
         mean: Mean of the clear pixels (0 where ``count`` is 0), float64.
         m2: Sum of squared deviations from ``mean`` (0 where ``count`` is 0), float64.
         values: Per zone, the values of its pixels here, shape ``(T, I, pixels)``, NaN where
-            not clear; None when the partial was made with ``median=False``.
+            not clear (float32 where lossless, else float64), or None for a binned zone;
+            None as a whole when the partial was made with ``median=False``.
         fallback: Per zone, the values ``(T, I)`` of the pixel holding its representative
             point when that pixel is here, else None.
+        binned: Per zone, True when its median comes from a histogram (a zone larger than
+            ``max_exact_pixels``), shape ``(Z,)``; the same on every tile.
+        histogram: Per zone, the counts of its clear values in the :data:`MEDIAN_BINS` bins,
+            shape ``(T, I, MEDIAN_BINS)``, for a binned zone with pixels here, else None
+            (no count); None as a whole when the partial was made with ``median=False``.
     """
 
     zone_ids: NDArray[np.int64]
@@ -276,8 +360,10 @@ class ZonalPartial:
     count: NDArray[np.int64]
     mean: Floats
     m2: Floats
-    values: tuple[Floats, ...] | None
+    values: tuple[Values | None, ...] | None
     fallback: tuple[Floats | None, ...]
+    binned: NDArray[np.bool_]
+    histogram: tuple[Counts | None, ...] | None
 
 
 def zonal_partial(
@@ -288,6 +374,7 @@ def zonal_partial(
     geobox: Any = None,
     inside: NDArray[np.bool_] | None = None,
     median: bool = True,
+    max_exact_pixels: int = MAX_EXACT_PIXELS,
 ) -> ZonalPartial:
     """Zonal statistics of one tile, to be combined with the other tiles'.
 
@@ -300,8 +387,12 @@ def zonal_partial(
             is clear.
         geobox: The data's ``GeoBox``; default ``indices.odc.geobox``.
         inside: Optional ``(y, x)`` mask of the pixels this tile owns (its footprint).
-        median: Keep the pixel values (needed for the median, and for results that do not
-            depend on the tiling); False keeps only the partial sums.
+        median: Keep what the median needs (the pixel values of small zones, which also
+            make their results independent of the tiling, and a histogram for large
+            ones); False keeps only the partial sums.
+        max_exact_pixels: Largest expected pixel count (area over pixel area, see
+            :func:`zone_pixels`) of a zone whose values are kept for an exact median;
+            larger zones get a histogram median. Give every tile of a run the same value.
 
     Returns:
         The tile's partial statistics.
@@ -349,18 +440,26 @@ def zonal_partial(
             out[~np.broadcast_to(flat_clear[:, None, pix], out.shape)] = np.nan
         return out
 
-    values: list[Floats] = []
+    times = np.asarray(data["time"].values).astype("datetime64[ns]")
+    order = np.argsort(times, kind="stable")
+    binned = np.array([n > max_exact_pixels for n in where.expected], dtype=bool)
+    values: list[Values | None] = []
+    histogram: list[Counts | None] = []
     stats = []
-    for pix in where.pixels:  # one zone at a time: only kept values stay in memory
+    for z, pix in enumerate(where.pixels):  # one zone at a time: only what is kept stays
         zone_values = gather(pix)
         stats.append(_moments(zone_values))
-        if median:
-            values.append(zone_values)
+        if not median:
+            continue
+        if binned[z]:
+            values.append(None)
+            histogram.append(_histogram(zone_values[order]) if len(pix) else None)
+        else:
+            values.append(_narrowed(zone_values[order]))
+            histogram.append(None)
     fallback = [
         None if p is None else gather(np.array([p], dtype=np.intp))[..., 0] for p in where.fallback
     ]
-    times = np.asarray(data["time"].values).astype("datetime64[ns]")
-    order = np.argsort(times, kind="stable")
     return ZonalPartial(
         zone_ids=zone_ids,
         names=zone_names,
@@ -370,8 +469,10 @@ def zonal_partial(
         count=np.stack([s[0] for s in stats])[:, order],
         mean=np.stack([s[1] for s in stats])[:, order],
         m2=np.stack([s[2] for s in stats])[:, order],
-        values=tuple(v[order] for v in values) if median else None,
+        values=tuple(values) if median else None,
         fallback=tuple(None if f is None else f[order] for f in fallback),
+        binned=binned,
+        histogram=tuple(histogram) if median else None,
     )
 
 
@@ -390,6 +491,30 @@ def _zone_labels(zones: gpd.GeoDataFrame) -> tuple[NDArray[np.int64], tuple[str,
     else:
         names = tuple(f"zone {i}" for i in ids)
     return ids, names
+
+
+def _narrowed(values: Floats) -> Values:
+    """``values`` as float32 when that loses nothing (NaN included), else as they are."""
+    narrow = values.astype(np.float32)
+    return narrow if np.array_equal(narrow, values, equal_nan=True) else values
+
+
+def _histogram(values: Floats) -> NDArray[np.uint32]:
+    """Counts ``(T, I, MEDIAN_BINS)`` of the non-NaN values ``(T, I, n)`` in the median bins.
+
+    A value's bin is ``floor((value - MEDIAN_RANGE[0]) / MEDIAN_BIN_WIDTH)``, clipped to the
+    first and last bin, so it depends on the value alone (not on the tiling).
+    """
+    n_times, n_indices, _ = values.shape
+    clear = ~np.isnan(values)
+    scaled = np.floor((values[clear] - MEDIAN_RANGE[0]) / MEDIAN_BIN_WIDTH)
+    bins = np.clip(scaled, 0, MEDIAN_BINS - 1).astype(np.int64)
+    cell = np.broadcast_to(
+        np.arange(n_times * n_indices, dtype=np.int64).reshape(n_times, n_indices, 1),
+        values.shape,
+    )[clear]
+    counts = np.bincount(cell * MEDIAN_BINS + bins, minlength=n_times * n_indices * MEDIAN_BINS)
+    return counts.reshape(n_times, n_indices, MEDIAN_BINS).astype(np.uint32)
 
 
 def _moments(values: Floats) -> tuple[NDArray[np.int64], Floats, Floats]:
@@ -412,10 +537,12 @@ def combine_partials(partials: Iterable[ZonalPartial]) -> ZonalPartial:
         partials: Partials of the same zones, one per tile.
 
     Returns:
-        The combined partial; values are kept only if every partial kept them.
+        The combined partial; values and histograms are kept only if every partial kept
+        them (none was made with ``median=False``). Histogram counts are int64.
 
     Raises:
-        ValueError: No partial, or partials of different zones.
+        ValueError: No partial, partials of different zones, or partials that bin different
+            zones (made with different ``max_exact_pixels`` or resolutions).
     """
     parts = list(partials)
     if not parts:
@@ -424,14 +551,20 @@ def combine_partials(partials: Iterable[ZonalPartial]) -> ZonalPartial:
     for p in parts[1:]:
         if not np.array_equal(p.zone_ids, first.zone_ids):
             raise ValueError("partials are of different zones: make them from the same zones")
+        if not np.array_equal(p.binned, first.binned):
+            raise ValueError(
+                "partials keep the median of different zones as histograms: make them with "
+                "the same max_exact_pixels and resolution"
+            )
     times = np.unique(np.concatenate([p.times for p in parts])).astype("datetime64[ns]")
     indices = tuple(dict.fromkeys(i for p in parts for i in p.indices))
     n_zones, shape = len(first.zone_ids), (len(times), len(indices))
     count = np.zeros((n_zones, *shape), dtype=np.int64)
     mean = np.zeros((n_zones, *shape))
     m2 = np.zeros((n_zones, *shape))
-    keep = all(p.values is not None for p in parts)
-    values: list[list[Floats]] = [[] for _ in range(n_zones)]
+    keep = all(p.values is not None and p.histogram is not None for p in parts)
+    values: list[list[Values]] = [[] for _ in range(n_zones)]
+    histogram: list[Counts | None] = [None] * n_zones
     fallback: list[Floats | None] = [None] * n_zones
     for p in parts:
         t_at = np.searchsorted(times, p.times)
@@ -446,11 +579,17 @@ def combine_partials(partials: Iterable[ZonalPartial]) -> ZonalPartial:
         mean = mean + delta * share
         count = total
         for z in range(n_zones):
-            if keep and p.values is not None:
-                values[z].append(_expand(p.values[z], t_at, i_at, shape))
+            if keep and p.values is not None and p.histogram is not None:
+                kept, counts = p.values[z], p.histogram[z]
+                if kept is not None:
+                    values[z].append(_expand(kept, t_at, i_at, shape, np.nan))
+                if counts is not None:
+                    placed = _expand(counts, t_at, i_at, shape, 0, np.int64)
+                    old = histogram[z]
+                    histogram[z] = placed if old is None else old + placed
             found = p.fallback[z]
             if fallback[z] is None and found is not None:
-                fallback[z] = _expand(found[..., None], t_at, i_at, shape)[..., 0]
+                fallback[z] = _expand(found[..., None], t_at, i_at, shape, np.nan)[..., 0]
     return ZonalPartial(
         zone_ids=first.zone_ids,
         names=first.names,
@@ -460,16 +599,33 @@ def combine_partials(partials: Iterable[ZonalPartial]) -> ZonalPartial:
         count=count,
         mean=mean,
         m2=m2,
-        values=tuple(np.concatenate(v, axis=-1) for v in values) if keep else None,
+        values=(
+            tuple(
+                None if b else np.concatenate(v, axis=-1)
+                for b, v in zip(first.binned, values, strict=True)
+            )
+            if keep
+            else None
+        ),
         fallback=tuple(fallback),
+        binned=first.binned,
+        histogram=tuple(histogram) if keep else None,
     )
 
 
 def _expand(
-    values: Floats, t_at: NDArray[np.intp], i_at: NDArray[np.intp], shape: tuple[int, int]
-) -> Floats:
-    """Place ``(t, i, n)`` values on the combined ``(T, I, n)`` grid, NaN elsewhere."""
-    out = np.full((*shape, values.shape[-1]), np.nan)
+    values: NDArray[Any],
+    t_at: NDArray[np.intp],
+    i_at: NDArray[np.intp],
+    shape: tuple[int, int],
+    fill: float,
+    dtype: Any = None,
+) -> NDArray[Any]:
+    """Place ``(t, i, n)`` values on the combined ``(T, I, n)`` grid, ``fill`` elsewhere.
+
+    The result has ``values``' dtype unless ``dtype`` is given.
+    """
+    out = np.full((*shape, values.shape[-1]), fill, dtype=dtype or values.dtype)
     out[np.ix_(t_at, i_at)] = values
     return out
 
@@ -495,20 +651,20 @@ def zonal_table(partial: ZonalPartial) -> pd.DataFrame:
     for z in range(n_zones):
         pixels = int(partial.pixels[z])
         found = partial.fallback[z]
+        samples: Values | None = None
         if pixels == 0 and found is not None:
             pixels, samples = 1, found[..., None]
         elif partial.values is not None:
             samples = partial.values[z]
-        else:
-            samples = None
         if samples is not None:
             count, mean, median, std = _sample_stats(samples)
-        else:
+        else:  # a binned zone, or no values kept: mean and std from the partial sums
             count = partial.count[z]
             mean = np.where(count > 0, partial.mean[z], np.nan)
-            median = np.full(count.shape, np.nan)
             safe = np.maximum(count, 1)
             std = np.where(count > 0, np.sqrt(np.maximum(partial.m2[z], 0.0) / safe), np.nan)
+            counts = None if partial.histogram is None else partial.histogram[z]
+            median = np.full(count.shape, np.nan) if counts is None else _histogram_median(counts)
         fraction = count / pixels if pixels > 0 else np.full(count.shape, np.nan)
         for key, arr in (
             ("mean", mean),
@@ -532,14 +688,14 @@ def zonal_table(partial: ZonalPartial) -> pd.DataFrame:
     return _typed(frame)
 
 
-def _sample_stats(samples: Floats) -> tuple[NDArray[np.int64], Floats, Floats, Floats]:
+def _sample_stats(samples: Values) -> tuple[NDArray[np.int64], Floats, Floats, Floats]:
     """Count, mean, median and population std over the last axis, ignoring NaN.
 
-    The values are sorted first so that the result depends only on the set of values, not
-    on their order (i.e. not on the tiling). The sorted copy is made C-contiguous because
-    numpy's summation order follows the memory layout.
+    The values are brought to float64 and sorted first so that the result depends only on
+    the set of values, not on their order or storage (i.e. not on the tiling). The sorted
+    copy is made C-contiguous because numpy's summation order follows the memory layout.
     """
-    ordered = np.ascontiguousarray(np.sort(samples, axis=-1))
+    ordered = np.ascontiguousarray(np.sort(samples.astype(np.float64), axis=-1))
     count = np.sum(~np.isnan(ordered), axis=-1).astype(np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count > 0, np.nansum(ordered, axis=-1) / count, np.nan)
@@ -547,6 +703,36 @@ def _sample_stats(samples: Floats) -> tuple[NDArray[np.int64], Floats, Floats, F
         std = np.where(count > 0, np.sqrt(squares / count), np.nan)
     median = nanmedian_last(ordered) if ordered.shape[-1] else np.full(count.shape, np.nan)
     return count, _floats(mean), _floats(median), _floats(std)
+
+
+def _histogram_median(counts: Counts) -> Floats:
+    """Median ``(T, I)`` of the values counted in ``(T, I, MEDIAN_BINS)`` histograms.
+
+    The median of ``n`` values is the value of rank ``(n + 1) / 2`` (odd ``n``) or the mean
+    of ranks ``n / 2`` and ``n / 2 + 1`` (even ``n``), as numpy's; see :func:`_rank_value`
+    for how a rank's value is read off the histogram. NaN where ``n`` is 0.
+    """
+    cumulative = np.cumsum(counts, axis=-1, dtype=np.int64)
+    total = cumulative[..., -1]
+    low = _rank_value(counts, cumulative, (total + 1) // 2)
+    high = _rank_value(counts, cumulative, total // 2 + 1)
+    return np.where(total > 0, (low + high) / 2.0, np.nan)
+
+
+def _rank_value(counts: Counts, cumulative: NDArray[np.int64], rank: NDArray[np.int64]) -> Floats:
+    """Value of the ``rank``-th smallest counted value (1-based), interpolated in its bin.
+
+    The rank lies in the first bin ``k`` whose cumulative count reaches it; with ``before``
+    values below that bin and ``in_bin`` in it, the ``j = rank - before``-th value of the
+    bin is put ``(j - 0.5) / in_bin`` of the way through it (linear interpolation, values
+    spread evenly over the bin), so the estimate lies inside the right bin: less than one
+    bin width off (half a bin for a bin of one value), for values in :data:`MEDIAN_RANGE`.
+    """
+    k = np.argmax(cumulative >= rank[..., None], axis=-1)
+    in_bin = np.take_along_axis(counts, k[..., None], axis=-1)[..., 0].astype(np.int64)
+    before = np.take_along_axis(cumulative, k[..., None], axis=-1)[..., 0] - in_bin
+    share = np.divide(rank - before - 0.5, in_bin, out=np.zeros(rank.shape), where=in_bin > 0)
+    return _floats(MEDIAN_RANGE[0] + (k + share) * MEDIAN_BIN_WIDTH)
 
 
 def _floats(values: Any) -> Floats:
@@ -569,6 +755,7 @@ def zonal_stats(
     clear: xr.DataArray | NDArray[np.bool_] | None = None,
     geobox: Any = None,
     median: bool = True,
+    max_exact_pixels: int = MAX_EXACT_PIXELS,
 ) -> pd.DataFrame:
     """Zonal time series of an index stack on a single geobox (one tile, or a small AOI).
 
@@ -580,12 +767,22 @@ def zonal_stats(
         zones: Zones with ``zone_id``, ``name`` and a CRS.
         clear: Clear-sky mask ``(time, y, x)``, or None.
         geobox: The data's ``GeoBox``; default ``indices.odc.geobox``.
-        median: Keep pixel values for the median (see the module docstring).
+        median: Keep what the median needs (see the module docstring).
+        max_exact_pixels: Largest zone (in expected pixels) with an exact median; larger
+            zones get a histogram median (see :func:`zonal_partial`).
 
     Returns:
         The tidy table (:data:`COLUMNS`).
     """
-    return zonal_table(zonal_partial(indices, zones, clear=clear, geobox=geobox, median=median))
+    partial = zonal_partial(
+        indices,
+        zones,
+        clear=clear,
+        geobox=geobox,
+        median=median,
+        max_exact_pixels=max_exact_pixels,
+    )
+    return zonal_table(partial)
 
 
 def zonal_geodataframe(table: pd.DataFrame, zones: gpd.GeoDataFrame) -> gpd.GeoDataFrame:

@@ -98,7 +98,7 @@ def render_stack(
         geobox,
         times,
         bands,
-        fetch=partial(_render_block, days=days, southern=southern),
+        fetch=partial(_render_block, days=days, southern=southern, bands=tuple(bands)),
         prepare=_block_landscape,
         name=NAME,
         chunk_px=chunk_px,
@@ -124,11 +124,19 @@ def _block_landscape(geobox: GeoBox) -> synth.Landscape:
 
 
 def _render_block(
-    t: int, block: GeoBox, land: synth.Landscape, *, days: Sequence[date], southern: bool
+    t: int,
+    block: GeoBox,
+    land: synth.Landscape,
+    *,
+    days: Sequence[date],
+    southern: bool,
+    bands: Sequence[str],
 ) -> dict[str, np.ndarray]:
     refl, scl = synth.render(land, days[t], southern=southern)
-    out = {band: refl[i].astype(np.float32) for i, band in enumerate(BANDS)}
-    out[SCL] = scl
+    # Only the requested bands leave the task: what dask holds stays small.
+    out = {band: refl[BANDS.index(band)].astype(np.float32) for band in bands if band in BANDS}
+    if SCL in bands:
+        out[SCL] = scl
     return out
 
 
