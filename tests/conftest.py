@@ -10,6 +10,7 @@ import pytest
 import rasterio
 import rasterio.warp
 import xarray as xr
+from affine import Affine
 from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
 from shapely.geometry import box
@@ -61,26 +62,43 @@ def slovenia_aoi() -> BaseGeometry:
     return box(west + pad, south + pad, east - pad, north - pad)
 
 
+def pick_nearest(
+    data: np.ndarray,
+    src_transform: Affine,
+    src_crs: object,
+    geobox: GeoBox,
+    *,
+    src_nodata: float | None = np.nan,
+    dtype: type = np.float32,
+) -> np.ndarray:
+    """A 2-D array picked onto ``geobox`` by nearest neighbour, NaN outside.
+
+    This is how the sources sample the real scenes, so the references they are checked
+    against are sampled the same way.
+    """
+    out: np.ndarray = np.full(geobox.shape, np.nan, dtype=dtype)
+    rasterio.warp.reproject(
+        data.astype(dtype),
+        out,
+        src_transform=src_transform,
+        src_crs=src_crs,
+        src_nodata=src_nodata,
+        dst_transform=geobox.affine,
+        dst_crs=str(geobox.crs),
+        dst_nodata=np.nan,
+        resampling=Resampling.nearest,
+    )
+    return out
+
+
 def reference_ndvi(geobox: GeoBox, index: int) -> np.ndarray:
     """Band ``index`` (0-based date) of the real NDVI series on ``geobox``.
 
     Pixels are picked by nearest neighbour, as the sources pick them from the scenes' odd
     native grid: the independent reference every source must match.
     """
-    out = np.full(geobox.shape, np.nan, dtype=np.float32)
     with rasterio.open(real_path("slovenia-s2", "ndvi_timeseries.tif")) as src:
-        rasterio.warp.reproject(
-            src.read(index + 1),
-            out,
-            src_transform=src.transform,
-            src_crs=src.crs,
-            src_nodata=np.nan,
-            dst_transform=geobox.affine,
-            dst_crs=str(geobox.crs),
-            dst_nodata=np.nan,
-            resampling=Resampling.nearest,
-        )
-    return out
+        return pick_nearest(src.read(index + 1), src.transform, src.crs, geobox)
 
 
 def assert_ndvi_matches_reference(stack: xr.Dataset) -> None:

@@ -17,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from odc.geo.geobox import GeoBox
-from rasterio.enums import Resampling
 
 from agrimon.errors import ConfigError
 from agrimon.grid import plan_tiles
@@ -56,6 +55,7 @@ from .conftest import (
     SLOVENIA,
     SLOVENIA_DATES,
     assert_ndvi_matches_reference,
+    pick_nearest,
     real_path,
     reference_ndvi,
     slovenia_aoi,
@@ -105,20 +105,13 @@ def slovenia_stacks() -> list[xr.Dataset]:
 
 def _reference(name: str, geobox: GeoBox) -> Array:
     """The first five bands (the scene dates) of a reference raster, nearest neighbour."""
-    out = np.full((len(SLOVENIA_DATES), *geobox.shape), np.nan, dtype=np.float32)
     with rasterio.open(real_path("slovenia-s2", name)) as src:
-        for t in range(len(SLOVENIA_DATES)):
-            rasterio.warp.reproject(
-                src.read(t + 1).astype(np.float32),
-                out[t],
-                src_transform=src.transform,
-                src_crs=src.crs,
-                dst_transform=geobox.affine,
-                dst_crs=str(geobox.crs),
-                dst_nodata=np.nan,
-                resampling=Resampling.nearest,
-            )
-    return out
+        return np.stack(
+            [
+                pick_nearest(src.read(t + 1), src.transform, src.crs, geobox, src_nodata=None)
+                for t in range(len(SLOVENIA_DATES))
+            ]
+        )
 
 
 def _f64(stack: xr.Dataset, band: str) -> Array:

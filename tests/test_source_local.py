@@ -15,7 +15,6 @@ import rasterio
 import xarray as xr
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
-from rasterio.warp import Resampling, reproject
 from shapely.geometry import box
 
 from agrimon.errors import AgrimonError, ConfigError, SourceError
@@ -44,7 +43,7 @@ from agrimon.sources.local import (
 )
 from agrimon.sources.settings import SourceSettings
 
-from .conftest import real_path
+from .conftest import pick_nearest, real_path
 
 START, END = date(2015, 7, 1), date(2015, 9, 30)
 DAYS = ("2015-07-11", "2015-07-31", "2015-08-20", "2015-08-30", "2015-09-09")
@@ -101,19 +100,7 @@ def _pick(path: Path, index: int, geobox: GeoBox) -> Array:
         data = src.read(index).astype(np.float64)
         if src.nodata is not None:
             data[data == src.nodata] = np.nan
-        dst = np.full(geobox.shape, np.nan)
-        reproject(
-            source=data,
-            destination=dst,
-            src_transform=src.transform,
-            src_crs=src.crs,
-            src_nodata=np.nan,
-            dst_transform=geobox.affine,
-            dst_crs=str(geobox.crs),
-            dst_nodata=np.nan,
-            resampling=Resampling.nearest,
-        )
-    return dst
+        return pick_nearest(data, src.transform, src.crs, geobox, dtype=np.float64)
 
 
 def _check_against_reference(
