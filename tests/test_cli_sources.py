@@ -183,6 +183,15 @@ def _sh_args(server: FakeServer, secret: str, tmp_path: Path) -> list[str]:
 SH_ENV = {"OAUTHLIB_INSECURE_TRANSPORT": "1"}  # the fake's token URL is plain http
 
 
+def _run_sh(
+    server: FakeServer, aoi: Path, secret: str, tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """`agrimon run` against the Sentinel Hub fake with ``secret``, products in tmp/out."""
+    env = {**SH_ENV, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    args = [str(aoi), *_sh_args(server, secret, tmp_path), "--out", str(tmp_path / "out")]
+    return agrimon("run", *args, tmp_path=tmp_path, extra_env=env)
+
+
 def _files_containing(root: Path, needle: bytes) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
 
@@ -191,17 +200,7 @@ def _files_containing(root: Path, needle: bytes) -> list[Path]:
 def test_run_sentinelhub_end_to_end_and_the_secret_stays_secret(
     sh_server: FakeServer, aoi_file: Path, tmp_path: Path
 ) -> None:
-    env = {**SH_ENV, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
-    out = tmp_path / "out"
-    proc = agrimon(
-        "run",
-        str(aoi_file),
-        *_sh_args(sh_server, CLIENT_SECRET, tmp_path),
-        "--out",
-        str(out),
-        tmp_path=tmp_path,
-        extra_env=env,
-    )
+    proc = _run_sh(sh_server, aoi_file, CLIENT_SECRET, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = Path(proc.stdout.strip().splitlines()[-1])
     with rasterio.open(folder / "ndvi_median.tif") as src:
@@ -221,18 +220,9 @@ def test_run_sentinelhub_end_to_end_and_the_secret_stays_secret(
 def test_run_sentinelhub_with_a_rejected_secret_exits_2(
     sh_server: FakeServer, aoi_file: Path, tmp_path: Path
 ) -> None:
-    env = {**SH_ENV, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
     out = tmp_path / "out"
     wrong = "not-the-secret-8f2k"
-    proc = agrimon(
-        "run",
-        str(aoi_file),
-        *_sh_args(sh_server, wrong, tmp_path),
-        "--out",
-        str(out),
-        tmp_path=tmp_path,
-        extra_env=env,
-    )
+    proc = _run_sh(sh_server, aoi_file, wrong, tmp_path)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1
