@@ -8,15 +8,22 @@ from agrimon.aoi import Aoi
 from agrimon.config import RunSpec
 from agrimon.grid import Tile, plan_tiles
 from agrimon.indices.spectral import required_bands
-from agrimon.sources.base import SCL, Scene, Source
+from agrimon.sources.base import BANDS, SCL, Scene, Source
 
 # Bytes per pixel of each loaded band as delivered (uint16 DN; SCL uint8).
 _DN_BYTES, _SCL_BYTES = 2, 1
 
 
 def monitor_bands(spec: RunSpec) -> tuple[str, ...]:
-    """Bands the monitor loads: those its indices need, and SCL for the clear mask."""
-    return (*required_bands(spec.indices), SCL)
+    """Bands the monitor loads: those its indices need, and what the clear mask needs.
+
+    That is SCL; where a product may have none (L1C, local files), also blue and red for
+    the reflectance cloud test (``masks.cloud_test``).
+    """
+    bands = set(required_bands(spec.indices))
+    if spec.source == "local" or spec.source_settings.level == "l1c":
+        bands |= {"blue", "red"}
+    return (*(b for b in BANDS if b in bands), SCL)
 
 
 THREADS_DEFAULT = 2
