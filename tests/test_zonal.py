@@ -227,8 +227,15 @@ def _seam_zones() -> gpd.GeoDataFrame:
 
 
 def _tile_partials(
-    stack: xr.Dataset, clear: Bools, geobox: GeoBox, zones: gpd.GeoDataFrame, *, median: bool
+    stack: xr.Dataset,
+    clear: Bools,
+    geobox: GeoBox,
+    zones: gpd.GeoDataFrame,
+    *,
+    median: bool = True,
+    max_exact_pixels: int = MAX_EXACT_PIXELS,
 ) -> list[ZonalPartial]:
+    """Partials of the grid cut into TILES."""
     return [
         zonal_partial(
             stack.isel(y=rows, x=cols),
@@ -236,6 +243,7 @@ def _tile_partials(
             clear=clear[:, rows, cols],
             geobox=geobox[rows, cols],
             median=median,
+            max_exact_pixels=max_exact_pixels,
         )
         for rows, cols in TILES
     ]
@@ -307,19 +315,6 @@ SMALL_LIMIT = 10
 BINNED = [True, True, True, False, False, False]
 
 
-def _binned_partials(stack: xr.Dataset, clear: Bools, geobox: GeoBox) -> list[ZonalPartial]:
-    return [
-        zonal_partial(
-            stack.isel(y=rows, x=cols),
-            _seam_zones(),
-            clear=clear[:, rows, cols],
-            geobox=geobox[rows, cols],
-            max_exact_pixels=SMALL_LIMIT,
-        )
-        for rows, cols in TILES
-    ]
-
-
 def test_large_zones_get_a_histogram_median_within_a_bin() -> None:
     rng = np.random.default_rng(13)
     geobox = _grid(30, 40)
@@ -350,7 +345,7 @@ def test_histogram_medians_do_not_depend_on_the_tiling() -> None:
     whole = zonal_stats(
         stack, _seam_zones(), clear=clear, geobox=geobox, max_exact_pixels=SMALL_LIMIT
     )
-    partials = _binned_partials(stack, clear, geobox)
+    partials = _tile_partials(stack, clear, geobox, _seam_zones(), max_exact_pixels=SMALL_LIMIT)
     for order in (partials, partials[::-1]):
         tiled = zonal_table(combine_partials(order))
         # The histograms hold integer counts: the median is the single grid's bit for bit.
