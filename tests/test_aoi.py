@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import random
 import shutil
+import socket
+import threading
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -19,7 +25,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pyproj import CRS
 from shapely.geometry import GeometryCollection, MultiPolygon, Point, Polygon, box
+from shapely.geometry.base import BaseGeometry
 
+from agrimon import aoi as aoi_module
 from agrimon.aoi import (
     DEFAULT_AOI,
     DEFAULT_MAX_AREA_KM2,
@@ -42,6 +50,7 @@ from agrimon.errors import (
     AoiTooLargeError,
     ConfigError,
 )
+from agrimon.grid import plan_tiles
 
 REAL_AOI = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "aoi"
 DEFAULT_ZONES = [
@@ -750,3 +759,549 @@ def test_shipped_file_copy_reads_identically(tmp_path: Path) -> None:
     assert a.sha256 == b.sha256
     assert a.area_km2 == b.area_km2
     assert a.geometry.equals(b.geometry)
+
+
+# --- the 180° meridian ------------------------------------------------------------------------
+
+# A 0.2° × 0.1° box across the date line near Fiji, as drawn by most tools (RFC 7946 asks for
+# it to be cut at 180°, but few writers do).
+FIJI_RING = [[179.9, -17.0], [-179.9, -17.0], [-179.9, -16.9], [179.9, -16.9], [179.9, -17.0]]
+FIJI_WEST = (179.9, -17.0, 180.0, -16.9)  # the part at the western end of zone 60
+FIJI_EAST = (-180.0, -17.0, -179.9, -16.9)  # the part at the eastern end of zone 1
+
+
+def _fiji_area_km2() -> float:
+    # pyproj's geodesic area follows the short edge across 180°, so the ring as drawn is the
+    # reference; 235.76 km² = 0.2° × 0.1° at 17° S.
+    return geodesic_area_km2(Polygon(FIJI_RING))
+
+
+def _parts_bounds(geometry: BaseGeometry) -> list[tuple[float, ...]]:
+    return sorted(tuple(round(b, 9) for b in p.bounds) for p in shapely.get_parts(geometry))
+
+
+@pytest.mark.parametrize(
+    "ring",
+    [
+        FIJI_RING,
+        [[-179.9, -17.0], [-179.9, -16.9], [179.9, -16.9], [179.9, -17.0], [-179.9, -17.0]],
+        # Longitudes past 180, as some tools write a crossing polygon.
+        [[179.9, -17.0], [180.1, -17.0], [180.1, -16.9], [179.9, -16.9], [179.9, -17.0]],
+        [[-180.1, -17.0], [-179.9, -17.0], [-179.9, -16.9], [-180.1, -16.9], [-180.1, -17.0]],
+        # A ring already touching 180 that jumps along it.
+        [
+            [179.9, -17.0],
+            [180.0, -17.0],
+            [-180.0, -17.0],
+            [-179.9, -17.0],
+            [-179.9, -16.9],
+            [-180.0, -16.9],
+            [180.0, -16.9],
+            [179.9, -16.9],
+            [179.9, -17.0],
+        ],
+    ],
+    ids=["jump-east", "jump-west", "past-180", "past-minus-180", "along-180"],
+)
+def test_polygon_across_the_antimeridian_is_cut_at_180(
+    tmp_path: Path, ring: list[list[float]]
+) -> None:
+    polygon = {"type": "Polygon", "coordinates": [ring]}
+    path = _write_geojson(tmp_path / "fiji.geojson", [_feature("Date line farm", polygon)])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to repair
+        aoi = read_aoi(path)
+
+    zone = aoi.zones.geometry.iloc[0]
+    assert zone.geom_type == "MultiPolygon"
+    assert zone.is_valid
+    assert _parts_bounds(zone) == [FIJI_EAST, FIJI_WEST]
+    assert aoi.geometry.geom_type == "MultiPolygon"
+    assert _parts_bounds(aoi.geometry) == [FIJI_EAST, FIJI_WEST]
+    assert aoi.geometry.bounds == pytest.approx((-180.0, -17.0, 180.0, -16.9))
+    assert aoi.area_km2 == pytest.approx(_fiji_area_km2(), rel=1e-3)
+    assert aoi.area_km2 == pytest.approx(235.76, rel=1e-4)
+
+
+def test_antimeridian_aoi_gives_a_few_tiles_in_zones_1_and_60(tmp_path: Path) -> None:
+    polygon = {"type": "Polygon", "coordinates": [FIJI_RING]}
+    path = _write_geojson(tmp_path / "fiji.geojson", [_feature("Date line farm", polygon)])
+
+    tiles = plan_tiles(read_aoi(path).geometry, tile_px=1024)
+
+    # 10.6 km on each side of 180°, 11 km north-south: 2 × 2 tiles of 10.24 km in zone 1,
+    # 3 × 2 in zone 60 (whose tile columns fall differently) - not a strip round the Earth.
+    by_zone = {epsg: sum(t.epsg == epsg for t in tiles) for epsg in {t.epsg for t in tiles}}
+    assert by_zone == {32701: 4, 32760: 6}
+    lonlat_area = sum(geodesic_area_km2(t.footprint_lonlat()) for t in tiles)
+    assert lonlat_area == pytest.approx(_fiji_area_km2(), rel=1e-3)
+
+
+def test_antimeridian_polygon_with_a_hole_keeps_the_hole(tmp_path: Path) -> None:
+    outer = [[179.8, -17.2], [-179.8, -17.2], [-179.8, -16.8], [179.8, -16.8], [179.8, -17.2]]
+    hole = [[179.9, -17.1], [179.9, -16.9], [-179.9, -16.9], [-179.9, -17.1], [179.9, -17.1]]
+    polygon = {"type": "Polygon", "coordinates": [outer, hole]}
+    path = _write_geojson(tmp_path / "ring.geojson", [_feature("Ring farm", polygon)])
+
+    aoi = read_aoi(path)
+
+    expected = geodesic_area_km2(Polygon(outer)) - geodesic_area_km2(Polygon(hole))
+    assert aoi.area_km2 == pytest.approx(expected, rel=1e-3)
+    assert _parts_bounds(aoi.geometry) == [
+        (-180.0, -17.2, -179.8, -16.8),
+        (179.8, -17.2, 180.0, -16.8),
+    ]
+    assert not aoi.geometry.contains(Point(179.95, -17.0))  # in the hole
+    assert not aoi.geometry.contains(Point(-179.95, -17.0))
+    assert aoi.geometry.contains(Point(179.85, -17.0))
+    assert aoi.geometry.contains(Point(-179.85, -17.0))
+
+
+def test_projected_file_across_the_antimeridian_is_cut_too(tmp_path: Path) -> None:
+    # A GeoPackage in UTM 60S: reprojected to lon/lat, its eastern corners land at -179.9.
+    unwrapped = Polygon([(x if x > 0 else x + 360.0, y) for x, y in FIJI_RING])
+    frame = gpd.GeoDataFrame({"name": ["Taveuni"]}, geometry=[unwrapped], crs=4326)
+    path = tmp_path / "taveuni.gpkg"
+    frame.to_crs(32760).to_file(path, driver="GPKG")
+
+    aoi = read_aoi(path)
+
+    assert _parts_bounds(aoi.geometry) == [
+        pytest.approx(FIJI_EAST, abs=1e-3),
+        pytest.approx(FIJI_WEST, abs=1e-3),
+    ]
+    assert aoi.area_km2 == pytest.approx(_fiji_area_km2(), rel=1e-3)
+
+
+def test_wide_polygon_without_jumps_is_read_as_drawn(tmp_path: Path) -> None:
+    # 200° of longitude with a vertex every 20°: no edge jumps across 180°, so it really
+    # goes the long way round (and is far too large).
+    xs = list(range(-100, 101, 20))
+    ring = [[x, 0.0] for x in xs] + [[x, 10.0] for x in reversed(xs)] + [[-100, 0.0]]
+    polygon = {"type": "Polygon", "coordinates": [ring]}
+    path = _write_geojson(tmp_path / "belt.geojson", [_feature("Belt", polygon)])
+
+    with pytest.raises(AoiTooLargeError) as excinfo:
+        read_aoi(path)
+    assert "24,742,402 km²" in _one_line_error(excinfo)
+    aoi = read_aoi(path, max_area_km2=1e8)
+    assert aoi.geometry.geom_type == "Polygon"
+    assert aoi.geometry.bounds == (-100.0, 0.0, 100.0, 10.0)
+    assert aoi.geometry.equals(Polygon(ring))
+
+
+def test_ring_winding_round_a_pole_is_refused(tmp_path: Path) -> None:
+    ring = [[0.0, 80.0], [90.0, 80.0], [180.0, 80.0], [-90.0, 80.0], [0.0, 80.0]]
+    polygon = {"type": "Polygon", "coordinates": [ring]}
+    path = _write_geojson(tmp_path / "arctic.geojson", [_feature("Cap", polygon)])
+
+    with pytest.raises(AoiGeometryError) as excinfo:
+        read_aoi(path)
+
+    message = _one_line_error(excinfo)
+    assert "arctic.geojson" in message
+    assert "feature 1 ('Cap') winds round a pole" in message
+    assert "redraw it without the pole" in message
+
+
+def test_polar_cap_drawn_along_180_is_read_as_drawn(tmp_path: Path) -> None:
+    # How Natural Earth draws Antarctica: along the coast from 180° W to 180° E (a vertex
+    # every 2°), then down 180° to the pole and back along 90° S: its one jump is along 180°.
+    ring = [[float(x), -70.0] for x in range(-180, 181, 2)]
+    ring += [[180.0, -90.0], [-180.0, -90.0], [-180.0, -70.0]]
+    polygon = {"type": "Polygon", "coordinates": [ring]}
+    path = _write_geojson(tmp_path / "antarctic.geojson", [_feature("Cap", polygon)])
+
+    aoi = read_aoi(path, max_area_km2=1e9)
+
+    assert aoi.geometry.equals(Polygon(ring))
+    assert aoi.area_km2 == pytest.approx(geodesic_area_km2(Polygon(ring)), rel=1e-9)
+    # About the cap south of 70° S: 2πR²(1 - sin 70°) on the sphere of WGS84's area.
+    assert aoi.area_km2 == pytest.approx(2 * math.pi * 6371.007**2 * (1 - 0.9396926), rel=0.02)
+
+
+# --- coordinates that are not numbers ---------------------------------------------------------
+
+
+def _text_with(tmp_path: Path, name: str, replace: str) -> Path:
+    """A two-feature GeoJSON whose second polygon has ``replace`` for one latitude."""
+    features = [_feature("Good field", _square()), _feature("Lost camp", _square(18.3))]
+    path = _write_geojson(tmp_path / name, features)
+    text = path.read_text()
+    assert text.count("-19.59]") == 4
+    # The third vertex of the second square: written after the first square's five.
+    head, _, tail = text.partition('"Lost camp"')
+    path.write_text(head + '"Lost camp"' + tail.replace("-19.59]", f"{replace}]", 1))
+    return path
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_nan_coordinates_name_the_feature(tmp_path: Path, literal: str) -> None:
+    path = _text_with(tmp_path, "nan.geojson", literal)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no stray RuntimeWarning from shapely either
+        with pytest.raises(AoiCoordinateError) as excinfo:
+            read_aoi(path)
+
+    message = _one_line_error(excinfo)
+    assert "nan.geojson" in message
+    assert "feature 2 ('Lost camp') has a coordinate that is not a number" in message
+    assert f"(x 18.31, y {float(literal):.6g})" in message
+    assert "fix or remove that vertex" in message
+
+
+def test_null_coordinates_are_a_feature_without_geometry(tmp_path: Path) -> None:
+    # GDAL reads a polygon with a null coordinate as no geometry at all.
+    path = _text_with(tmp_path, "null.geojson", "null")
+
+    with pytest.raises(AoiGeometryError) as excinfo:
+        read_aoi(path)
+
+    message = _one_line_error(excinfo)
+    assert "null.geojson" in message
+    assert "feature 2 ('Lost camp') has no geometry, or none that can be read" in message
+    assert "null coordinates" in message
+
+
+# --- what the file is: pipes, sockets, devices, sizes -----------------------------------------
+
+
+def _read_within(path: Path, seconds: float = 20.0) -> BaseException | None:
+    """Call read_aoi in a thread so that a file that blocks fails the test, not hangs it."""
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            read_aoi(path)
+        except BaseException as err:  # handed to the test
+            outcome.append(err)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"read_aoi({path}) still blocks after {seconds} s"
+    return outcome[0]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_fifo_is_named_and_never_blocks(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.geojson"
+    os.mkfifo(fifo)
+
+    err = _read_within(fifo)
+
+    assert isinstance(err, AoiFormatError)
+    message = str(err)
+    assert "\n" not in message
+    assert "pipe.geojson' is a named pipe (FIFO), not a file" in message
+    assert "give the vector file itself" in message
+
+
+def test_socket_is_named(tmp_path: Path) -> None:
+    if not hasattr(socket, "AF_UNIX"):
+        pytest.skip("no Unix sockets on this system")
+    path = tmp_path / "sock.geojson"
+    if len(str(path)) > 100:
+        pytest.skip("tmp_path is too long for a Unix socket address")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        err = _read_within(path)
+    assert isinstance(err, AoiFormatError)
+    assert "sock.geojson' is a socket, not a file" in str(err)
+
+
+@pytest.mark.skipif(not Path("/dev/null").exists(), reason="no /dev/null")
+def test_device_is_named(tmp_path: Path) -> None:
+    link = tmp_path / "null.geojson"
+    link.symlink_to("/dev/null")
+    err = _read_within(link)
+    assert isinstance(err, AoiFormatError)
+    assert "null.geojson' is a character device, not a file" in str(err)
+
+
+def test_file_over_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "huge.geojson"
+    with path.open("wb") as f:
+        f.truncate(aoi_module.MAX_FILE_BYTES + 1)  # sparse: costs no disk, reads as zeros
+
+    with pytest.raises(AoiTooLargeError) as excinfo:
+        read_aoi(path)
+
+    message = _one_line_error(excinfo)
+    assert "huge.geojson' is 1 GiB (1,073,741,825 bytes), more than the limit of 1 GiB" in message
+    assert "simplify its polygons" in message
+    assert aoi_module.MAX_FILE_BYTES == 1 << 30
+
+
+def test_sha256_is_hashed_in_blocks_over_the_whole_file(tmp_path: Path) -> None:
+    path = _write_geojson(tmp_path / "padded.geojson", [_feature("field", _square())])
+    path.write_text(path.read_text() + " " * (3 * 1024 * 1024 + 7))  # over three blocks
+
+    aoi = read_aoi(path)
+
+    assert aoi.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- declared CRSs ----------------------------------------------------------------------------
+
+
+def test_unknown_declared_crs_is_refused(tmp_path: Path) -> None:
+    # GDAL reads an unknown `crs` member as EPSG:4326 without a word.
+    path = _write_geojson(
+        tmp_path / "odd.geojson", [_feature("field", _square())], "urn:ogc:def:crs:EPSG::999999"
+    )
+    assert pyogrio.read_dataframe(path).crs == CRS.from_epsg(4326)
+
+    with pytest.raises(AoiCoordinateError) as excinfo:
+        read_aoi(path)
+
+    message = _one_line_error(excinfo)
+    assert "odd.geojson" in message
+    assert "declares the CRS 'urn:ogc:def:crs:EPSG::999999'" in message
+    assert "not a known CRS" in message
+    assert "remove the member and save the coordinates as lon/lat" in message
+
+
+def test_unknown_declared_crs_in_a_zipped_geojson_is_refused(tmp_path: Path) -> None:
+    inner = _write_geojson(tmp_path / "odd.geojson", [_feature("field", _square())], "EPSG:999999")
+    path = _zip([inner], tmp_path / "odd.zip", folder="data/")
+    with pytest.raises(AoiCoordinateError, match="declares the CRS 'EPSG:999999'"):
+        read_aoi(path)
+
+
+def test_known_declared_crs_is_used(tmp_path: Path) -> None:
+    utm = box(200_000, 7_823_000, 201_000, 7_824_000)
+    features = [_feature("field", dict(shapely.geometry.mapping(utm)))]
+    path = _write_geojson(tmp_path / "utm.geojson", features, "urn:ogc:def:crs:EPSG::32734")
+
+    aoi = read_aoi(path)
+
+    assert aoi.area_km2 == pytest.approx(1.0, rel=2e-3)  # 1 km², UTM's scale error aside
+    assert aoi.geometry.bounds == pytest.approx((18.1390, -19.6658, 18.1487, -19.6566), abs=1e-4)
+
+
+def test_degrees_declared_as_utm_are_refused(tmp_path: Path) -> None:
+    path = _write_geojson(
+        tmp_path / "degrees.geojson", [_feature("field", _square())], "urn:ogc:def:crs:EPSG::32734"
+    )
+
+    with pytest.raises(AoiCoordinateError) as excinfo:
+        read_aoi(path)
+
+    message = _one_line_error(excinfo)
+    assert "degrees.geojson" in message
+    assert "declares the projected CRS EPSG:32734" in message
+    assert "(x 18.2…18.21, y -19.6…-19.59) look like lon/lat degrees" in message
+    assert "save the file as EPSG:4326" in message
+
+
+def test_large_degree_box_declared_as_utm_is_refused(tmp_path: Path) -> None:
+    # 6° × 10° read as metres is 60 m², more than 1 m² per vertex, but it lands near the
+    # south pole, far outside UTM 34S's area of use (18–24° E, 80° S–0°).
+    path = _write_geojson(
+        tmp_path / "region.geojson",
+        [_feature("region", dict(shapely.geometry.mapping(box(18, -20, 24, -10))))],
+        "EPSG:32734",
+    )
+    with pytest.raises(AoiCoordinateError, match="look like lon/lat degrees"):
+        read_aoi(path)
+
+
+def test_small_coordinates_of_a_local_grid_are_accepted(tmp_path: Path) -> None:
+    # A farm's own grid: transverse Mercator with its origin at the farm gate, fields of a
+    # few hundred metres, so every coordinate is within ±180/±90 - and genuine.
+    local = CRS.from_proj4("+proj=tmerc +lat_0=-19.6 +lon_0=18.2 +k=1 +x_0=0 +y_0=0 +ellps=WGS84")
+    fields = [box(10, 20, 160, 85), box(-170, -80, -20, 0)]
+    frame = gpd.GeoDataFrame({"name": ["North", "South"]}, geometry=fields, crs=local)
+    path = tmp_path / "farm_grid.gpkg"
+    frame.to_file(path, driver="GPKG")
+
+    aoi = read_aoi(path)
+
+    assert aoi.zones["name"].tolist() == ["North", "South"]
+    assert aoi.area_km2 == pytest.approx((150 * 65 + 150 * 80) / 1e6, rel=1e-3)
+    minx, _, _, maxy = aoi.geometry.bounds
+    assert minx == pytest.approx(18.2 - 170 / 104_800, abs=1e-5)
+    assert maxy == pytest.approx(-19.6 + 85 / 110_770, abs=1e-5)
+
+
+def test_unreadable_prj_is_refused(tmp_path: Path) -> None:
+    _write_shapefile(read_aoi(DEFAULT_AOI).zones, tmp_path / "shp")
+    (tmp_path / "shp" / "zones.prj").write_text("not a CRS at all")
+
+    with pytest.raises(AoiCoordinateError) as excinfo:
+        read_aoi(tmp_path / "shp" / "zones.shp")
+
+    message = _one_line_error(excinfo)
+    assert "zones.shp" in message
+    assert "has a .prj file that GDAL cannot read" in message
+
+
+# --- hostile and odd zip files ----------------------------------------------------------------
+
+
+def test_zip_with_too_many_members_is_refused_quickly(tmp_path: Path) -> None:
+    path = tmp_path / "crowd.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(20_000):
+            archive.writestr(f"f{i}.geojson", "{}")
+
+    started = time.perf_counter()
+    with pytest.raises(AoiFormatError) as excinfo:
+        read_aoi(path)
+
+    assert time.perf_counter() - started < 5.0
+    message = _one_line_error(excinfo)
+    assert "crowd.zip' is an archive of 20,000 members, more than the limit of 1,000" in message
+    assert "zip only the Shapefile's .shp, .shx, .dbf and .prj files" in message
+    assert aoi_module.MAX_ZIP_MEMBERS == 1_000
+
+
+def test_zip_with_too_many_vector_files_is_refused(tmp_path: Path) -> None:
+    one = json.dumps({"type": "FeatureCollection", "features": [_feature("f", _square())]})
+    path = tmp_path / "many.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(aoi_module.MAX_ZIP_VECTOR_FILES + 1):
+            archive.writestr(f"f{i:03d}.geojson", one)
+
+    with pytest.raises(AoiFormatError) as excinfo:
+        read_aoi(path)
+
+    message = _one_line_error(excinfo)
+    assert "holds 101 vector files, more than the limit of 100" in message
+    assert "put the zones in one Shapefile or GeoPackage" in message
+
+
+def test_zip_bomb_member_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("zones.shp", bytes(20 << 20))  # 20 MiB of zeros deflate to 20 KiB
+
+    with pytest.raises(AoiFormatError) as excinfo:
+        read_aoi(path)
+
+    message = _one_line_error(excinfo)
+    assert "bomb.zip': member 'zones.shp' expands 1,0" in message  # about 1,030 times
+    assert "to 20 MiB), more than the limit of 100 times" in message
+
+
+def test_kmz_bomb_is_refused_before_gdal_reads_it(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.kmz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("doc.kml", bytes(20 << 20))
+    with pytest.raises(AoiFormatError, match=r"member 'doc\.kml' expands"):
+        read_aoi(path)
+
+
+def test_zip_unzipping_past_the_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Lower the 1 GiB limit to 1 MiB to keep the file small; random bytes do not compress.
+    monkeypatch.setattr(aoi_module, "MAX_ZIP_BYTES", 1 << 20)
+    files = _write_shapefile(read_aoi(DEFAULT_AOI).zones, tmp_path / "shp")
+    (tmp_path / "shp" / "zones.dbf").write_bytes(random.Random(1).randbytes(2 << 20))
+    path = _zip(files, tmp_path / "big.zip")
+
+    with pytest.raises(AoiTooLargeError) as excinfo:
+        read_aoi(path)
+
+    message = _one_line_error(excinfo)
+    assert "big.zip' unzips to 2 MiB (" in message
+    assert "bytes) of vector data, more than the limit of 1 MiB" in message
+    assert "simplify its polygons or split it" in message
+
+
+def test_zip_limit_counts_only_what_gdal_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(aoi_module, "MAX_ZIP_BYTES", 1 << 20)
+    files = _write_shapefile(read_aoi(DEFAULT_AOI).zones, tmp_path / "shp")
+    photo = tmp_path / "farm photo.jpg"
+    photo.write_bytes(random.Random(2).randbytes(2 << 20))  # beside the Shapefile, unread
+
+    aoi = read_aoi(_zip([*files, photo], tmp_path / "with_photo.zip"))
+
+    assert aoi.zones["name"].tolist() == DEFAULT_ZONES
+
+
+def test_zip_with_two_shapefiles_reads_both_as_zones(tmp_path: Path) -> None:
+    folder = tmp_path / "two"
+    folder.mkdir()
+    camps = gpd.GeoDataFrame(
+        {"name": ["Camp A"]}, geometry=[box(18.2, -19.6, 18.21, -19.59)], crs=4326
+    )
+    fields = gpd.GeoDataFrame(
+        {"name": ["Field B"]}, geometry=[box(18.3, -19.6, 18.31, -19.59)], crs=4326
+    )
+    camps.to_file(folder / "camps.shp")
+    fields.to_crs(32734).to_file(folder / "fields.shp")  # another CRS, too
+    path = _zip(sorted(folder.iterdir()), tmp_path / "farm.zip")
+
+    aoi = read_aoi(path)
+
+    # Files in name order, features in file order.
+    assert aoi.zones["name"].tolist() == ["Camp A", "Field B"]
+    assert aoi.zones["zone_id"].tolist() == [1, 2]
+    assert aoi.zones.geometry.iloc[0].bounds == pytest.approx((18.2, -19.6, 18.21, -19.59))
+    assert aoi.zones.geometry.iloc[1].bounds == pytest.approx((18.3, -19.6, 18.31, -19.59))
+    expected = geodesic_area_km2(box(18.2, -19.6, 18.21, -19.59)) + geodesic_area_km2(
+        box(18.3, -19.6, 18.31, -19.59)
+    )
+    assert aoi.area_km2 == pytest.approx(expected, rel=1e-6)
+
+
+# --- names of AOIs in any script --------------------------------------------------------------
+
+
+def test_slug_keeps_letters_of_any_script() -> None:
+    assert _slug(Path("aoi/農場.geojson")) == "農場"
+    assert _slug(Path("北京.geojson")) == "北京"
+    assert _slug(Path("My Farm.gpkg")) == "my-farm"
+    assert _slug(Path("Ферма Иванова.kml")) == "ферма-иванова"
+    assert _slug(Path("खेत 2.kml")) == "खेत-2"  # the vowel sign (a combining mark) is kept
+    assert _slug(Path("Caf\u0065\u0301 Fields.zip")) == "caf\u00e9-fields"  # NFC
+    assert _slug(Path("Åland (north).shp")) == "åland-north"
+
+
+def test_slug_never_escapes_the_output_folder() -> None:
+    assert _slug(Path("../../x")) == "x"
+    assert _slug(Path("..")) == "aoi"
+    assert _slug(Path("..geojson")) == "aoi"
+    assert _slug(Path("...geojson")) == "aoi"
+    assert _slug(Path(".hidden.kml")) == "hidden"
+    assert _slug(Path("a\\..\\b.geojson")) == "a-b"
+    assert _slug(Path("farm\x00\n\x1b[31m.kml")) == "farm-31m"
+    assert _slug(Path("CON.geojson")) == "con-aoi"  # a device, not a folder, on Windows
+    assert _slug(Path("nul.kml")) == "nul-aoi"
+
+
+def test_long_names_are_cut_but_stay_distinct() -> None:
+    a, b = _slug(Path("農" * 200 + "a.kml")), _slug(Path("農" * 200 + "b.kml"))
+    assert len(a) == len(b) == 64
+    assert a != b
+    assert a.startswith("農" * 55 + "-")
+
+
+@given(st.text(max_size=80))
+def test_slug_is_always_one_safe_path_component(text: str) -> None:
+    slug = _slug(Path(text))
+    assert slug
+    assert slug not in {".", ".."}
+    assert len(slug) <= 64
+    assert not any(c in slug for c in "/\\.:\x00")
+    assert all(c.isprintable() for c in slug)
+    base = Path("/outputs")
+    assert (base / slug).parent == base
+    assert Path(slug).name == slug
+
+
+def test_non_latin_aoi_names_stay_apart(tmp_path: Path) -> None:
+    names = set()
+    for stem in ("農場", "北京"):
+        path = _write_geojson(tmp_path / f"{stem}.geojson", [_feature("field", _square())])
+        names.add(read_aoi(path).name)
+    assert names == {"農場", "北京"}

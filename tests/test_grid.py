@@ -146,3 +146,25 @@ def test_slivers_along_the_equator_hold_no_tile() -> None:
     aoi = Polygon([(17.8, -0.25), (17.8, 1.038e-168), (18.05, 1.038e-168), (17.8, -0.25)])
     _assert_exact_cover(aoi, 256)
     assert {t.epsg for t in plan_tiles(aoi, tile_px=256)} == {32733, 32734}
+
+
+def test_aoi_cut_at_the_antimeridian_tiles_in_zones_1_and_60() -> None:
+    # What read_aoi makes of a box drawn from 179.9° E to 179.9° W: two parts, one each side.
+    west, east = box(179.9, -17.0, 180.0, -16.9), box(-180.0, -17.0, -179.9, -16.9)
+    aoi = shapely.MultiPolygon([west, east])
+
+    pieces = zone_pieces(aoi)
+
+    assert set(pieces) == {32701, 32760}
+    assert pieces[32760].equals(west)
+    assert pieces[32701].equals(east)
+    _assert_exact_cover(aoi, 1024)
+    tiles = plan_tiles(aoi, tile_px=1024)
+    assert len(tiles) == 10
+    # Zone 60's tiles end at 180°, zone 1's start there: none wraps round the Earth.
+    for t in tiles:
+        minx, _, maxx, _ = t.footprint_lonlat().bounds
+        if t.epsg == 32760:
+            assert 179.9 - 1e-6 <= minx < maxx <= 180.0 + 1e-9
+        else:
+            assert -180.0 - 1e-9 <= minx < maxx <= -179.9 + 1e-6
