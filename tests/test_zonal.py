@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from datetime import date
 from pathlib import Path
 
@@ -15,12 +16,12 @@ import xarray as xr
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 from rasterio.features import geometry_mask
-from shapely.geometry import box
+from shapely.geometry import Point, box
 from shapely.geometry.base import BaseGeometry
 
 from agrimon.aoi import read_aoi
 from agrimon.errors import ConfigError, ProductError
-from agrimon.grid import from_lonlat, geobox_for, plan_tiles
+from agrimon.grid import Tile, from_lonlat, geobox_for, plan_tiles, to_lonlat
 from agrimon.indices import zonal
 from agrimon.indices.masks import clear_mask
 from agrimon.indices.spectral import ndvi
@@ -96,6 +97,17 @@ def _pick(values: Floats, clear: Bools, geobox: GeoBox, geom: BaseGeometry) -> F
         [geom], out_shape=geobox.shape, transform=geobox.affine, all_touched=False, invert=True
     )
     return np.where(clear[:, inside], values[:, inside], np.nan)
+
+
+def _pick_owned(
+    values: Floats, clear: Bools, geobox: GeoBox, geom: BaseGeometry, inside: Bools
+) -> Floats:
+    """Like :func:`_pick`, restricted to the pixels a tile owns (``inside``)."""
+    burnt = geometry_mask(
+        [geom], out_shape=geobox.shape, transform=geobox.affine, all_touched=False, invert=True
+    )
+    owned = burnt & inside
+    return np.where(clear[:, owned], values[:, owned], np.nan)
 
 
 def _summary(picked: Floats) -> Hand:
@@ -308,6 +320,101 @@ def test_a_tile_missing_a_date_counts_its_pixels_as_not_clear() -> None:
     pd.testing.assert_frame_equal(zonal_table(combine_partials(partials)), want, check_exact=True)
 
 
+# --- one row per zone and acquisition day, across UTM zones ---------------------------------
+
+#: A county-like AOI across UTM zones 36 and 37 and the equator: tiles in 36N, 36S, 37N, 37S.
+ACROSS = box(35.99, -0.005, 36.01, 0.005)
+
+
+def _tile_stack(rng: np.random.Generator, tile: Tile, times: list[str]) -> tuple[xr.Dataset, Bools]:
+    """Random float32-valued NDVI on a tile's geobox at ``times``, and a clear mask."""
+    shape = (len(times), *tile.geobox.shape)
+    values = rng.uniform(-0.2, 0.9, size=shape).astype(np.float32).astype(np.float64)
+    stack = xr.Dataset(
+        {"ndvi": (("time", "y", "x"), values)}, coords={"time": pd.to_datetime(times)}
+    )
+    return stack, rng.random(shape) < 0.8
+
+
+def test_a_pass_across_utm_zones_gives_one_row_per_zone_and_day() -> None:
+    zones = gpd.GeoDataFrame(
+        {"zone_id": [1, 2, 3], "name": ["county", "across", "west field"]},
+        geometry=[ACROSS, box(35.998, -0.002, 36.003, 0.002), box(35.992, 0.001, 35.995, 0.004)],
+        crs=4326,
+    )
+    rng = np.random.default_rng(29)
+    data = []
+    for k, tile in enumerate(plan_tiles(ACROSS, tile_px=256)):
+        # One pass: zone 37 is acquired at 07:54 UTC, zone 36 at 08:18; the granules of
+        # one zone's tiles differ by seconds.
+        clock = "07:54" if tile.zone == 37 else "08:18"
+        times = [f"2024-03-05T{clock}:{k:02d}", f"2024-03-15T{clock}:30"]
+        data.append((tile, *_tile_stack(rng, tile, times)))
+    assert {tile.epsg for tile, _, _ in data} == {32636, 32637, 32736, 32737}
+    table = zonal_table(
+        combine_partials(
+            zonal_partial(
+                stack,
+                zones,
+                clear=clear,
+                geobox=tile.geobox,
+                inside=inside_mask(tile),
+                footprint=tile.footprint,
+            )
+            for tile, stack, clear in data
+        )
+    )
+    # One row per zone and day, labelled by the (local solar) date at 00:00.
+    assert len(table) == 3 * 2 and table.time.dtype == "datetime64[ns]"
+    days = list(pd.to_datetime(["2024-03-05", "2024-03-15"]))
+    spread = []
+    for zone_id, geom in zip(zones.zone_id, zones.geometry, strict=True):
+        rows = _rows(table, int(zone_id))
+        assert rows.time.tolist() == days
+        picked = [
+            _pick_owned(
+                stack["ndvi"].values,
+                clear,
+                tile.geobox,
+                from_lonlat(geom, tile.epsg),
+                inside_mask(tile),
+            )
+            for tile, stack, clear in data
+        ]
+        spread.append(sum(p.shape[1] > 0 for p in picked))
+        # The same numbers as one computation over all its pixels, whatever their tile.
+        _assert_matches(rows, _summary(np.concatenate(picked, axis=1)), atol=1e-12)
+    assert spread == [6, 4, 1]  # the county, the field across both borders, a field
+    assert (table.clear_fraction > 0.7).all()  # not split into partial fractions
+    # The footprint alone gives the same table (its pixel-centre mask is made from it).
+    alone = zonal_table(
+        combine_partials(
+            zonal_partial(stack, zones, clear=clear, geobox=tile.geobox, footprint=tile.footprint)
+            for tile, stack, clear in data
+        )
+    )
+    pd.testing.assert_frame_equal(alone, table, check_exact=True)
+
+
+def test_days_are_local_solar_dates_and_a_tile_has_one_acquisition_a_day() -> None:
+    # At x = 500 km in zone 60 (lon 177 E), a pass at 22:40 UTC is at 10:28 local solar
+    # time on the next day: its row is that day's.
+    geobox = geobox_for((500_000.0, 0.0, 500_040.0, 40.0), 32660, RES)
+    values = np.arange(32, dtype=np.float64).reshape(2, 4, 4)
+    stack = xr.Dataset(
+        {"ndvi": (("time", "y", "x"), values)},
+        coords={"time": pd.to_datetime(["2024-03-14T22:40", "2024-03-04T22:40"])},
+    )
+    zones = _zones(box(500_000, 0, 500_040, 40), crs=32660)
+    table = zonal_stats(stack, zones, geobox=geobox)
+    assert table.time.tolist() == list(pd.to_datetime(["2024-03-05", "2024-03-15"]))
+    assert table["mean"].tolist() == [23.5, 7.5]  # sorted by day: the second step first
+    # 22:40 UTC on the 4th and 09:00 UTC on the 5th are both the 5th there: refused.
+    twice = stack.assign_coords(time=pd.to_datetime(["2024-03-04T22:40", "2024-03-05T09:00"]))
+    with pytest.raises(ValueError, match="2 acquisitions on the solar day 2024-03-05"):
+        zonal_stats(twice, zones, geobox=geobox)
+
+
 # --- large zones: histogram medians in bounded memory ---------------------------------------
 
 #: With this limit the seam zones 1-3 (1200, 221 and ~18 pixels) are binned, 4-6 are not.
@@ -472,6 +579,71 @@ def test_zone_smaller_than_a_pixel_takes_its_representative_points_pixel() -> No
     assert sliver_rows["mean"].iloc[0] == 10 * row + col
 
 
+def test_fields_smaller_than_a_pixel_are_the_aoi_and_keep_their_pixel() -> None:
+    # Real-size tiny fields (8 m x 8 m, 8 m x 3 m) placed so that no pixel centre (at
+    # 5 m mod 10 m) lies in them; the AOI is the fields themselves, and so are the tiles'
+    # footprints. One field in zone 37, one in zone 36, one across their border (36 E).
+    y0 = 55_300.0
+    border = from_lonlat(Point(36.0, 0.5), 32637).x
+    lat = [to_lonlat(Point(border, y0 + dy), 32637).y for dy in (46.0, 49.0)]
+    metre = 1 / 111_320  # degrees of longitude per metre at the equator, about
+    fields = [
+        to_lonlat(box(166_105.5, y0 + 1, 166_113.5, y0 + 9), 32637),
+        to_lonlat(box(833_905.5, y0 + 1, 833_913.5, y0 + 9), 32636),
+        box(36.0 - 2.5 * metre, lat[0], 36.0 + 5.5 * metre, lat[1]),  # its point is east
+    ]
+    zones = gpd.GeoDataFrame(
+        {"zone_id": [1, 2, 3], "name": ["east", "west", "across"]}, geometry=fields, crs=4326
+    )
+    tiles = plan_tiles(zones.union_all(), tile_px=256)
+    assert sorted(t.epsg for t in tiles) == [32636, 32637]
+    assert all(inside_mask(t).sum() == 0 for t in tiles)  # no pixel centre in a footprint
+    # Each representative point, by hand in UTM: the middle of the field, or for the one
+    # across the border, 1.5 m east of it (in zone 37).
+    points = [
+        (32637, 166_109.5, y0 + 5),
+        (32636, 833_909.5, y0 + 5),
+        (32637, border + 1.5, y0 + 47.5),
+    ]
+    rng = np.random.default_rng(31)
+    times = ["2024-03-05T07:54", "2024-03-15T07:54"]
+    data = [(tile, *_tile_stack(rng, tile, times)) for tile in tiles]
+    table = zonal_table(
+        combine_partials(
+            zonal_partial(
+                stack,
+                zones,
+                clear=clear,
+                geobox=tile.geobox,
+                inside=inside_mask(tile),
+                footprint=tile.footprint,
+            )
+            for tile, stack, clear in data
+        )
+    )
+    for zone_id, (epsg, x, y) in zip(zones.zone_id, points, strict=True):
+        want = []
+        for tile, stack, clear in data:
+            row, col = rasterio.transform.rowcol(tile.geobox.affine, x, y)
+            height, width = tile.geobox.shape
+            if tile.epsg == epsg and 0 <= row < height and 0 <= col < width:
+                ndvi = stack["ndvi"].values[:, row, col]
+                want.append(np.where(clear[:, row, col], ndvi, np.nan))
+        assert len(want) == 1
+        rows = _rows(table, int(zone_id))
+        assert (rows.pixels == 1).all(), zone_id
+        np.testing.assert_array_equal(rows["mean"], want[0])
+        np.testing.assert_array_equal(rows["median"], want[0])
+        assert rows["count"].tolist() == np.isfinite(want[0]).astype(int).tolist()
+    # Exactly one tile offers each field's pixel, also for the field across the border.
+    offers = [
+        zone_pixels(zones, t.geobox, inside=inside_mask(t), footprint=t.footprint).fallback
+        for t in tiles
+    ]
+    for z in range(3):
+        assert sum(f[z] is not None for f in offers) == 1
+
+
 def test_zone_outside_the_data_has_no_pixel_and_nan_statistics() -> None:
     stack, clear, geobox = _ramp()
     table = zonal_stats(stack, _zones(box(500, 500, 510, 510)), clear=clear, geobox=geobox)
@@ -614,6 +786,63 @@ def test_csv_round_trip_gives_the_table_back(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(read_zonal_table(written), table, check_exact=True)
     (named,) = write_zonal_table(table, tmp_path / "fields.csv", formats=("csv",))
     assert named == tmp_path / "fields.csv" and named.exists()
+
+
+#: Zone names a spreadsheet would run as formulas, names that start like an escaped one,
+#: and names that need no escape.
+RISKY_NAMES = (
+    '=HYPERLINK("http://evil","x")',
+    "+1+2",
+    "-2+3",
+    "@SUM(A1:A2)",
+    "\tTAB",
+    "\rCR",
+    "'quoted",
+    "''",
+    "North field",
+    "a=b",
+)
+
+
+def _risky() -> tuple[pd.DataFrame, gpd.GeoDataFrame]:
+    stack, clear, geobox = _ramp(1)
+    zones = _zones(*(box(10 * i, 0, 10 * i + 10, 10) for i in range(len(RISKY_NAMES))))
+    zones = zones.assign(name=list(RISKY_NAMES))
+    return zonal_stats(stack, zones, clear=clear, geobox=geobox), zones
+
+
+def test_csv_names_are_escaped_against_formula_injection(tmp_path: Path) -> None:
+    table, _ = _risky()
+    assert table["name"].tolist() == list(RISKY_NAMES)
+    (written,) = write_zonal_table(table, tmp_path, formats=("csv",))
+    with written.open(newline="", encoding="utf-8") as f:
+        cells = [row[COLUMNS.index("name")] for row in csv.reader(f)][1:]
+    assert cells == [
+        "'" + '=HYPERLINK("http://evil","x")',
+        "'+1+2",
+        "'-2+3",
+        "'@SUM(A1:A2)",
+        "'\tTAB",
+        "'\rCR",
+        "''quoted",
+        "'''",
+        "North field",
+        "a=b",
+    ]
+    assert '"\'=HYPERLINK(""http://evil"",""x"")"' in written.read_text(encoding="utf-8")
+    # Reading gives the names back as they were; the table itself is not changed.
+    pd.testing.assert_frame_equal(read_zonal_table(written), table, check_exact=True)
+    assert table["name"].tolist() == list(RISKY_NAMES)
+
+
+def test_parquet_and_geopackage_keep_risky_names_as_they_are(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow", reason="pyarrow is not installed: Parquet cannot be written")
+    table, zones = _risky()
+    parquet, csv_path = write_zonal_table(table, tmp_path)
+    assert pd.read_parquet(parquet)["name"].tolist() == list(RISKY_NAMES)
+    for path in (parquet, csv_path):
+        pd.testing.assert_frame_equal(read_zonal_table(path), table, check_exact=True)
+    assert zonal_geodataframe(table, zones)["name"].tolist() == list(RISKY_NAMES)
 
 
 def test_parquet_and_csv_round_trip(tmp_path: Path) -> None:

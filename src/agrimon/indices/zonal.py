@@ -1,8 +1,8 @@
 """Zonal time series: per-zone statistics of index stacks, computed tile by tile.
 
-For every zone (field, farm, district) of an AOI, every date and every index, the table
-gives the ``mean``, ``median`` and ``std`` of the zone's clear pixels, their ``count`` and
-the ``clear_fraction`` (clear pixels / pixels of the zone).
+For every zone (field, farm, district) of an AOI, every acquisition day and every index,
+the table gives the ``mean``, ``median`` and ``std`` of the zone's clear pixels, their
+``count`` and the ``clear_fraction`` (clear pixels / pixels of the zone).
 
 How it is computed, in three pure steps the flow can spread over tiles:
 
@@ -22,6 +22,20 @@ How it is computed, in three pure steps the flow can spread over tiles:
 
 Definitions:
 
+* **One row per zone, acquisition day and index**, whatever tiles and UTM zones the zone's
+  pixels come from. The day of an acquisition is its **local solar date** at the longitude
+  of its tile's centre (`agrimon.sources.base.solar_day`, the rule the STAC and Sentinel Hub
+  sources group the granules of one pass by), and ``time`` is that date at 00:00
+  (``datetime64[ns]``, no time zone). Neighbouring UTM zones are acquired minutes apart in
+  one pass (e.g. 07:54 and 08:18 UTC) and tiles of one zone may carry their granules'
+  slightly different times: keyed by the exact time, one pass would be split into rows of
+  partial clear fractions; keyed by its solar date, every tile of the pass gives the same
+  label, so the label never depends on the tiling. Sentinel-2 passes near 10:30 local
+  solar time, so the solar date is the local calendar date of the pass; it is the UTC date
+  except where the pass is before 00:00 UTC (east of about 157° E), where UTC already
+  counts the day before. The acquisition times themselves are not kept. A tile's stack
+  holds at most one acquisition per solar day (the sources mosaic the granules of a pass
+  into one time step); :func:`zonal_partial` refuses a stack with two.
 * ``std`` is the **population** standard deviation (``ddof=0``).
 * **Small zones** (at most ``max_exact_pixels`` pixels, default 200 000, i.e. 20 km² at
   10 m): their values are kept and ``mean``, ``median`` and ``std`` are computed from the
@@ -53,8 +67,16 @@ Definitions:
 * ``median=False`` keeps neither values nor histograms: ``median`` is NaN, except for
   point-sized zones, and the other statistics come from the partial sums.
 * A **zone without a pixel centre** (smaller than a pixel, or a thin sliver) is not dropped:
-  it gets the one pixel that contains its representative point (``pixels`` = 1). This is
-  decided after all tiles are combined, so a zone whose pixel centres lie in another tile
+  it gets the one pixel that contains its representative point (``pixels`` = 1). The point
+  is computed once, in the zones' own CRS (shapely's ``representative_point``, e.g. in
+  lon/lat), and projected to each tile's CRS like the zones, so every tile sees the same
+  point. A tile offers that pixel when the point lies on its grid and in its ``footprint``
+  (closed: the boundary counts); footprints partition the AOI, so one tile claims it (on a
+  shared border, the first tile given to :func:`combine_partials`). Without a footprint, the
+  tile offers it when the pixel's centre is in ``inside`` (or there is no ``inside``): a zone
+  whose tile footprint holds no pixel centre, such as a tiny field that is the whole AOI,
+  then gets no pixel, so pass the footprint. The fallback is used only when the combined
+  zone has no pixel centre on any tile, so a zone whose pixel centres lie in another tile
   never gets the extra pixel.
 * A **zone outside the data** (no pixel of any tile) has ``pixels`` = 0, ``count`` = 0,
   NaN statistics and a NaN ``clear_fraction`` (undefined: no pixel). A zone inside the data
@@ -62,10 +84,17 @@ Definitions:
 * A pixel counts as clear for an index on a date when the clear mask is True there and the
   index value is finite (an index NaN where it is undefined is not clear).
 * Tiles of one UTM zone never overlap, but tiles of neighbouring UTM zones do: pass each
-  tile's footprint mask (``agrimon.monitor.inside_mask(tile)``) as ``inside`` so that every
-  piece of ground is counted once.
+  tile's footprint (``Tile.footprint``) as ``footprint`` (and, if already at hand, its mask
+  ``agrimon.monitor.inside_mask(tile)`` as ``inside``; else it is made from the footprint)
+  so that every piece of ground is counted once.
 
-Writing the table (Parquet and CSV, :func:`write_zonal_table`) is the only I/O here.
+Writing the table (Parquet and CSV, :func:`write_zonal_table`) is the only I/O here. In
+the **CSV only**, a zone name that a spreadsheet would run as a formula (starting with
+``=``, ``+``, ``-``, ``@``, tab, carriage return or line feed) is prefixed with a single
+quote ``'`` (OWASP's advice against CSV injection), and so is a name that already starts
+with ``'``: every name of the CSV that starts with ``'`` was thus escaped, and
+:func:`read_zonal_table` removes exactly that one quote, giving the name back as it was.
+Parquet and GeoPackage keep the names as they are.
 """
 
 from __future__ import annotations
@@ -80,20 +109,24 @@ from typing import Any, Literal
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 import xarray as xr
 from affine import Affine
 from numpy.typing import NDArray
-from pyproj import CRS
+from pyproj import CRS, Transformer
 from rasterio.features import rasterize
 from shapely.geometry.base import BaseGeometry
 
 from agrimon.errors import ConfigError, ProductError
 from agrimon.grid import from_lonlat
 from agrimon.indices.composites import nanmedian_last
+from agrimon.sources.base import solar_day
 
 __all__ = [
     "COLUMNS",
+    "CSV_ESCAPE",
     "DEFAULT_STEM",
+    "FORMULA_STARTS",
     "MAX_EXACT_PIXELS",
     "MEDIAN_BINS",
     "MEDIAN_BIN_WIDTH",
@@ -176,8 +209,9 @@ class ZonePixels:
         pixels: Per zone (in the zones' row order), the flat (row-major) indices of the
             pixels whose centre lies in the zone, ascending.
         fallback: Per zone, the flat index of the pixel containing the zone's representative
-            point when that point lies on this geobox (and inside ``inside``), else None.
-            Used only when the zone has no pixel centre on any tile.
+            point (computed in the zones' CRS, then projected) when that point lies on this
+            geobox and this tile claims it (see :func:`zone_pixels`), else None. Used only
+            when the zone has no pixel centre on any tile.
         expected: Per zone, its area over a pixel's area: the pixel count it has on a grid
             covering it, the same on every tile of a run (see :func:`zone_pixels`).
     """
@@ -193,6 +227,7 @@ def zone_pixels(
     geobox: Any,
     *,
     inside: NDArray[np.bool_] | None = None,
+    footprint: BaseGeometry | None = None,
 ) -> ZonePixels:
     """Pick each zone's pixels on a geobox by centre in polygon.
 
@@ -200,7 +235,12 @@ def zone_pixels(
         zones: Zones with a CRS (e.g. ``Aoi.zones`` in EPSG:4326); reprojected here.
         geobox: ``odc.geo.geobox.GeoBox`` of the data (CRS, affine, shape).
         inside: Optional ``(height, width)`` mask; pixels where it is False belong to no
-            zone (e.g. outside the tile's footprint).
+            zone (e.g. outside the tile's footprint). Default: the pixels whose centre lies
+            in ``footprint`` when it is given, else every pixel.
+        footprint: Optional part of the AOI this tile owns, in the geobox's CRS
+            (``Tile.footprint``). A zone's representative-point pixel is offered only when
+            the point lies in it (boundary included); without it, only when the pixel's
+            centre is in ``inside``.
 
     Returns:
         The pixels of every zone, each zone rasterized independently, and its expected
@@ -216,27 +256,52 @@ def zone_pixels(
     height, width = (int(n) for n in geobox.shape)
     if inside is not None and inside.shape != (height, width):
         raise ValueError(f"inside mask has shape {inside.shape}, geobox {(height, width)}")
-    flat_inside = None if inside is None else np.asarray(inside, dtype=bool).ravel()
     affine: Affine = geobox.affine
+    if inside is None and footprint is not None:
+        inside = _centres_in(footprint, affine, (height, width))
+    flat_inside = None if inside is None else np.asarray(inside, dtype=bool).ravel()
     inverse = ~affine
+    geoms = _zones_in_crs(zones, geobox.crs)
+    points = _points_in_crs(zones, geobox.crs)
+    claimed = _claimed(points, footprint)
+    expected = _expected_pixels(zones, geoms, geobox.crs, affine)
     pixels: list[NDArray[np.intp]] = []
     fallback: list[int | None] = []
-    geoms = _zones_in_crs(zones, geobox.crs)
-    expected = _expected_pixels(zones, geoms, geobox.crs, affine)
-    for geom in geoms:
-        if geom is None or geom.is_empty:
+    for geom, point, owned in zip(geoms, points, claimed, strict=True):
+        if geom is None or geom.is_empty or point is None:
             pixels.append(np.empty(0, dtype=np.intp))
             fallback.append(None)
             continue
         found = _centre_pixels(geom, affine, inverse, (height, width))
-        point = _point_pixel(geom.representative_point(), inverse, (height, width))
+        at = _point_pixel(point, inverse, (height, width)) if owned else None
         if flat_inside is not None:
             found = found[flat_inside[found]]
-            if point is not None and not flat_inside[point]:
-                point = None
+            if footprint is None and at is not None and not flat_inside[at]:
+                at = None
         pixels.append(found)
-        fallback.append(point)
+        fallback.append(at)
     return ZonePixels((height, width), tuple(pixels), tuple(fallback), expected)
+
+
+def _centres_in(geom: BaseGeometry, affine: Affine, shape: tuple[int, int]) -> NDArray[np.bool_]:
+    """``shape`` mask of the pixels whose centre lies in ``geom`` (empty geometry: none)."""
+    if geom.is_empty:
+        return np.zeros(shape, dtype=bool)
+    burnt = rasterize(
+        [(geom, 1)], out_shape=shape, transform=affine, fill=0, all_touched=False, dtype="uint8"
+    )
+    return np.asarray(burnt == 1, dtype=bool)
+
+
+def _claimed(
+    points: Sequence[BaseGeometry | None], footprint: BaseGeometry | None
+) -> NDArray[np.bool_]:
+    """Per point, whether this tile offers its pixel: it lies in ``footprint`` (or none)."""
+    if footprint is None:
+        return np.ones(len(points), dtype=bool)
+    present = [p for p in points if p is not None]
+    hits = iter(shapely.covers(footprint, np.array(present, dtype=object)).tolist())
+    return np.array([False if p is None else bool(next(hits)) for p in points], dtype=bool)
 
 
 def _expected_pixels(
@@ -265,25 +330,53 @@ def _expected_pixels(
 
 
 def _zones_in_crs(zones: gpd.GeoDataFrame, crs: Any) -> list[BaseGeometry | None]:
-    """Zone geometries in ``crs``.
+    """Zone geometries in ``crs`` (see :func:`_to_crs`)."""
+    return _to_crs(list(zones.geometry.array), _zones_crs(zones), crs)
 
-    Lon/lat zones go to an EPSG target through `agrimon.grid.from_lonlat`, the projection
-    the tile footprints get, so that a zone equal to the AOI has the footprint's pixels.
+
+def _points_in_crs(zones: gpd.GeoDataFrame, crs: Any) -> list[BaseGeometry | None]:
+    """Each zone's representative point, computed in the zones' CRS, then put in ``crs``.
+
+    One point per zone whatever the tile: a zone across a UTM zone border has the same
+    ground point on both sides, which lies in exactly one of the tiles' footprints.
     """
+    points = [
+        None if g is None or g.is_empty else g.representative_point() for g in zones.geometry.array
+    ]
+    present = [p for p in points if p is not None]
+    if not present:
+        return [None] * len(points)
+    # One multipoint: one projection (and transformer) for all the zones' points.
+    (moved,) = _to_crs([shapely.MultiPoint(present)], _zones_crs(zones), crs)
+    projected = iter([] if moved is None else list(shapely.get_parts(moved)))
+    return [None if p is None else next(projected) for p in points]
+
+
+def _zones_crs(zones: gpd.GeoDataFrame) -> CRS:
+    """The zones' CRS, or a ConfigError saying how to give them one."""
     if zones.crs is None:
         raise ConfigError(
             "zones have no CRS: give them one (e.g. read them with agrimon.aoi.read_aoi, "
             "which brings them to EPSG:4326)"
         )
+    return CRS.from_user_input(zones.crs)
+
+
+def _to_crs(geoms: list[BaseGeometry | None], source: CRS, crs: Any) -> list[BaseGeometry | None]:
+    """Geometries from ``source`` to ``crs`` (None and empty ones stay None).
+
+    Lon/lat geometries go to an EPSG target through `agrimon.grid.from_lonlat`, the
+    projection the tile footprints get, so that a zone equal to the AOI has the footprint's
+    pixels.
+    """
     target = CRS.from_user_input(str(crs))
-    source = CRS.from_user_input(zones.crs)
-    geoms = zones.geometry
     if source == target:
-        return list(geoms.array)
+        return list(geoms)
     epsg = target.to_epsg()
     if source == CRS.from_epsg(4326) and epsg is not None:
-        return [None if g is None or g.is_empty else from_lonlat(g, epsg) for g in geoms.array]
-    return list(geoms.to_crs(target).array)
+        return [None if g is None or g.is_empty else from_lonlat(g, epsg) for g in geoms]
+    moved = gpd.GeoSeries(geoms, crs=source).to_crs(target).array
+    return [None if g is None or g.is_empty else g for g in moved]
 
 
 def _centre_pixels(
@@ -334,7 +427,9 @@ class ZonalPartial:
     Attributes:
         zone_ids: Zone ids, shape ``(Z,)``.
         names: Zone names.
-        times: Dates, ascending, shape ``(T,)`` (``datetime64[ns]``).
+        times: Acquisition days, ascending and distinct, shape ``(T,)``
+            (``datetime64[ns]``): each acquisition's local solar date at its tile's centre
+            longitude, at 00:00 (see the module docstring).
         indices: Index (variable) names.
         pixels: Pixels of each zone covered here (clear or not), shape ``(Z,)``.
         count: Clear pixels, shape ``(Z, T, I)``.
@@ -344,7 +439,7 @@ class ZonalPartial:
             not clear (float32 where lossless, else float64), or None for a binned zone;
             None as a whole when the partial was made with ``median=False``.
         fallback: Per zone, the values ``(T, I)`` of the pixel holding its representative
-            point when that pixel is here, else None.
+            point when this tile claims that point (see :func:`zone_pixels`), else None.
         binned: Per zone, True when its median comes from a histogram (a zone larger than
             ``max_exact_pixels``), shape ``(Z,)``; the same on every tile.
         histogram: Per zone, the counts of its clear values in the :data:`MEDIAN_BINS` bins,
@@ -373,6 +468,7 @@ def zonal_partial(
     clear: xr.DataArray | NDArray[np.bool_] | None = None,
     geobox: Any = None,
     inside: NDArray[np.bool_] | None = None,
+    footprint: BaseGeometry | None = None,
     median: bool = True,
     max_exact_pixels: int = MAX_EXACT_PIXELS,
 ) -> ZonalPartial:
@@ -381,12 +477,19 @@ def zonal_partial(
     Args:
         indices: Index stack ``(time, y, x)`` on one geobox, one variable per index (a
             DataArray is one index, named by its name or ``"index"``); NaN = not clear or no
-            data. Dask-backed variables are computed here, one at a time.
+            data. Dask-backed variables are computed here, one at a time. Each time step is
+            labelled by its local solar date at the geobox's centre longitude; at most one
+            per date.
         zones: Zones with ``zone_id`` (else 1..n), ``name`` (else ``"zone <id>"``) and a CRS.
         clear: Clear-sky mask ``(time, y, x)``, True where usable; None: every finite value
             is clear.
         geobox: The data's ``GeoBox``; default ``indices.odc.geobox``.
-        inside: Optional ``(y, x)`` mask of the pixels this tile owns (its footprint).
+        inside: Optional ``(y, x)`` mask of the pixels this tile owns (its footprint);
+            default: the pixels whose centre lies in ``footprint``, if given.
+        footprint: Optional part of the AOI this tile owns, in the geobox's CRS
+            (``Tile.footprint``): it decides whether this tile holds the pixel of a zone
+            without pixel centre (see :func:`zone_pixels`). Give it whenever tiles have
+            footprints.
         median: Keep what the median needs (the pixel values of small zones, which also
             make their results independent of the tiling, and a histogram for large
             ones); False keeps only the partial sums.
@@ -399,8 +502,8 @@ def zonal_partial(
 
     Raises:
         ConfigError: The zones have no CRS, none at all, or repeated ``zone_id`` values.
-        ValueError: The stack is not ``(time, y, x)`` on the geobox, or ``clear`` does not
-            match it.
+        ValueError: The stack is not ``(time, y, x)`` on the geobox, ``clear`` does not
+            match it, or two of its time steps fall on the same solar day.
     """
     data = (
         indices.to_dataset(name=indices.name or "index")
@@ -431,7 +534,7 @@ def zonal_partial(
             raise ValueError(f"clear mask has shape {mask.shape}, expected {shape}")
         flat_clear = mask.reshape(n_times, -1)
     zone_ids, zone_names = _zone_labels(zones)
-    where = zone_pixels(zones, geobox, inside=inside)
+    where = zone_pixels(zones, geobox, inside=inside, footprint=footprint)
 
     def gather(pix: NDArray[np.intp]) -> Floats:
         """Values ``(T, I, len(pix))`` of the given pixels, NaN where not clear."""
@@ -440,7 +543,7 @@ def zonal_partial(
             out[~np.broadcast_to(flat_clear[:, None, pix], out.shape)] = np.nan
         return out
 
-    times = np.asarray(data["time"].values).astype("datetime64[ns]")
+    times = _solar_days(np.asarray(data["time"].values), _centre_lon(geobox))
     order = np.argsort(times, kind="stable")
     binned = np.array([n > max_exact_pixels for n in where.expected], dtype=bool)
     values: list[Values | None] = []
@@ -474,6 +577,40 @@ def zonal_partial(
         binned=binned,
         histogram=tuple(histogram) if median else None,
     )
+
+
+def _centre_lon(geobox: Any) -> float:
+    """Longitude (degrees) of the centre of ``geobox``."""
+    height, width = (int(n) for n in geobox.shape)
+    x, y = geobox.affine * (width / 2, height / 2)
+    crs = CRS.from_user_input(str(geobox.crs))
+    lon, _ = Transformer.from_crs(crs, CRS.from_epsg(4326), always_xy=True).transform(x, y)
+    return float(lon)
+
+
+def _solar_days(times: NDArray[Any], lon: float) -> NDArray[np.datetime64]:
+    """Local solar dates (at 00:00, ``datetime64[ns]``) of UTC times at ``lon``.
+
+    Raises:
+        ValueError: A time is missing (NaT), or two times fall on the same solar day.
+    """
+    stamps = np.asarray(times).astype("datetime64[us]")
+    if np.isnat(stamps).any():
+        raise ValueError("the index stack has a missing time (NaT): give every step its time")
+    days = np.array(
+        [np.datetime64(solar_day(t.item(), lon), "D") for t in stamps], dtype="datetime64[D]"
+    ).astype("datetime64[ns]")
+    unique, counts = np.unique(days, return_counts=True)
+    if (counts > 1).any():
+        first = int(np.argmax(counts > 1))
+        day = unique[first]
+        same = ", ".join(str(t) for t in stamps[days == day])
+        raise ValueError(
+            f"the index stack has {int(counts[first])} acquisitions on the solar day "
+            f"{str(day)[:10]} ({same}) at longitude {lon:.2f}: mosaic the granules of one pass "
+            "into one time step (as the sources do) before the zonal statistics"
+        )
+    return days
 
 
 def _zone_labels(zones: gpd.GeoDataFrame) -> tuple[NDArray[np.int64], tuple[str, ...]]:
@@ -529,9 +666,11 @@ def _moments(values: Floats) -> tuple[NDArray[np.int64], Floats, Floats]:
 def combine_partials(partials: Iterable[ZonalPartial]) -> ZonalPartial:
     """Merge the partials of several tiles into one, exactly.
 
-    Tiles may hold different dates (each tile's scenes are found separately): the result
-    covers the union of the dates and indices, and a tile without a date contributes its
-    pixels to the zone's pixel count but no clear pixel on that date.
+    Tiles may hold different days (each tile's scenes are found separately): the result
+    covers the union of the days and indices, and a tile without a day contributes its
+    pixels to the zone's pixel count but no clear pixel on that day. The partials' days are
+    solar dates (see :class:`ZonalPartial`), so the tiles of one pass, acquired at different
+    times in different UTM zones, add up to one day.
 
     Args:
         partials: Partials of the same zones, one per tile.
@@ -641,7 +780,7 @@ def zonal_table(partial: ZonalPartial) -> pd.DataFrame:
             the partial of a single geobox).
 
     Returns:
-        One row per zone × date × index (zones in their order, then dates, then indices)
+        One row per zone × day × index (zones in their order, then days, then indices)
         with the columns of :data:`COLUMNS`; see the module docstring for the definitions.
     """
     n_zones, n_times, n_indices = partial.count.shape
@@ -825,8 +964,11 @@ def write_zonal_table(
         table: Output of :func:`zonal_table`.
         path: A folder (created if needed; files ``zonal_stats.parquet`` / ``.csv`` in it),
             or a file path whose suffix is replaced by each format's.
-        formats: What to write. CSV floats are written in shortest round-trip form, so
-            :func:`read_zonal_table` gives the table back exactly.
+        formats: What to write. CSV floats are written in shortest round-trip form, and
+            names a spreadsheet would run as formulas are escaped with a leading ``'``
+            (see the module docstring); rows end in CRLF (RFC 4180), so a name holding a
+            carriage return or line feed is quoted whole. :func:`read_zonal_table` gives
+            the table back exactly.
 
     Returns:
         The written files, in the order of ``formats``.
@@ -852,7 +994,7 @@ def write_zonal_table(
             if fmt == "parquet":
                 table.to_parquet(target, index=False)
             elif fmt == "csv":
-                table.to_csv(target, index=False)
+                _csv_safe(table).to_csv(target, index=False, lineterminator="\r\n")
             else:
                 raise ConfigError(f"unknown table format {fmt!r}: use 'parquet' or 'csv'")
             written.append(target)
@@ -871,7 +1013,8 @@ def read_zonal_table(path: str | Path) -> pd.DataFrame:
         path: A ``.parquet`` or ``.csv`` file.
 
     Returns:
-        The table, equal to the one written.
+        The table, equal to the one written (CSV names unescaped, see the module
+        docstring).
     """
     path = Path(path)
     if path.suffix.lower() == ".parquet":
@@ -885,7 +1028,36 @@ def read_zonal_table(path: str | Path) -> pd.DataFrame:
             na_values={c: [""] for c in ("mean", "median", "std", "clear_fraction")},
             parse_dates=["time"],
         )
+        frame["name"] = frame["name"].map(_unescape_csv_text)
     return _typed(frame)
+
+
+#: First characters that make a spreadsheet read a cell as a formula (OWASP's list, and a
+#: line feed, which starts a new line as a carriage return does).
+FORMULA_STARTS: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+#: Prefix that makes a spreadsheet show a CSV cell as text.
+CSV_ESCAPE = "'"
+
+
+def _escape_csv_text(text: str) -> str:
+    """``text`` with a leading :data:`CSV_ESCAPE` when it starts like a formula or an escape.
+
+    Escaping names that already start with the escape too keeps the rule reversible.
+    """
+    return CSV_ESCAPE + text if text.startswith((*FORMULA_STARTS, CSV_ESCAPE)) else text
+
+
+def _unescape_csv_text(text: str) -> str:
+    """Inverse of :func:`_escape_csv_text`: drops one leading :data:`CSV_ESCAPE`."""
+    return text[len(CSV_ESCAPE) :] if text.startswith(CSV_ESCAPE) else text
+
+
+def _csv_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its zone names escaped for the CSV (a copy; the table is unchanged)."""
+    if "name" not in table.columns:
+        return table
+    return table.assign(name=table["name"].astype(str).map(_escape_csv_text))
 
 
 def _parquet_engine() -> bool:
