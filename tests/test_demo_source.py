@@ -18,6 +18,7 @@ from agrimon.indices.spectral import ndvi
 from agrimon.sources import get_source, synth
 from agrimon.sources.base import ALL_BANDS, Source
 from agrimon.sources.demo import DemoSource, cover_truth, field_truth, render_stack, woody_truth
+from agrimon.sources.settings import SourceSettings
 
 # A 2.56 km square of the default AOI with fields, grass and shrubs in it.
 GRID = geobox_for((204800.0, 7825920.0, 207360.0, 7828480.0), 32734, 10.0)
@@ -53,6 +54,13 @@ def test_is_a_source_with_five_day_revisit() -> None:
     # Acquisition dates do not depend on the requested start: reruns line up.
     later = src.find_scenes(tile, date(2024, 1, 3), date(2024, 1, 31))
     assert [s.id for s in later] == [s.id for s in found if s.time.date() >= date(2024, 1, 3)]
+
+
+def test_check_needs_nothing_and_touches_nothing() -> None:
+    """The demo source has no settings, files or network to check: check() never raises."""
+    get_source("demo").check()
+    # Whatever the settings (they are not the demo's).
+    get_source("demo", SourceSettings(offline=True, stac_url="not a url")).check()
 
 
 def test_stack_follows_the_scene_stack_convention() -> None:

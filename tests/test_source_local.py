@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -733,12 +734,30 @@ def test_get_source_and_describe(tmp_path: Path) -> None:
 
 
 def test_missing_local_path_is_a_config_error(tmp_path: Path) -> None:
+    # The constructor accepts it (``agrimon sources`` lists the source); check() and the
+    # first use refuse it.
+    unset = LocalSource(SourceSettings())
+    assert unset.describe()["endpoint"] == "not set: pass --local-path DIR"
+    for call in (unset.check, partial(unset.find_scenes, ANY_TILE, START, END)):
+        with pytest.raises(ConfigError) as err:
+            call()
+        _one_line(err, "--local-path DIR")
+    nowhere = LocalSource(SourceSettings(local_path=tmp_path / "nowhere"))
+    for call in (nowhere.check, partial(nowhere.find_scenes, ANY_TILE, START, END)):
+        with pytest.raises(ConfigError) as err:
+            call()
+        _one_line(err, "nowhere", "does not exist", "--local-path")
+
+
+def test_check_finds_an_empty_folder_before_any_scan(tmp_path: Path) -> None:
+    (tmp_path / "notes.json").write_text("{}")
     with pytest.raises(ConfigError) as err:
-        LocalSource(SourceSettings())
-    _one_line(err, "--local-path DIR")
-    with pytest.raises(ConfigError) as err:
-        LocalSource(SourceSettings(local_path=tmp_path / "nowhere"))
-    _one_line(err, "nowhere", "does not exist", "--local-path")
+        _source(tmp_path).check()
+    _one_line(err, str(tmp_path), "no GeoTIFFs", "STAC catalog", "--local-path")
+
+
+def test_check_passes_on_the_real_scenes(real: Path, scene_files: list[Path]) -> None:
+    _source(real / "scenes").check()
 
 
 def test_empty_folder_says_which_layouts_work(tmp_path: Path) -> None:

@@ -8,8 +8,10 @@ NDVI reference of the same real scenes, reprojected independently onto the tile 
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterator
 from datetime import date, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,8 @@ from numpy.typing import NDArray
 from pydantic import SecretStr
 from shapely.geometry import box
 
-from agrimon.cache import OfflineMissError
-from agrimon.errors import SourceError
+from agrimon.cache import CorruptCacheError, OfflineMissError
+from agrimon.errors import ConfigError, SourceError
 from agrimon.grid import Tile, plan_tiles, to_lonlat
 from agrimon.retry import RetryableError
 from agrimon.sources import get_source
@@ -587,3 +589,112 @@ def test_process_request_body() -> None:
         "to": "2015-07-11T10:10:08Z",
     }
     assert request.headers["accept"] == "application/x-tar"
+
+
+# --- endpoints and pre-flight -------------------------------------------------------------
+
+
+def test_check_passes_against_the_fake_and_needs_no_request(
+    fake: FakeServer, settings: SourceSettings
+) -> None:
+    SentinelHubSource(settings).check()
+    assert fake.count() == 0
+
+
+def test_a_period_without_scenes_is_an_empty_tuple(
+    fake: FakeServer, settings: SourceSettings, tiles: tuple[Tile, ...]
+) -> None:
+    source = SentinelHubSource(settings)
+    assert source.find_scenes(tiles[0], date(2016, 1, 1), date(2016, 1, 31)) == ()
+    assert fake.count("/api/v1/catalog/1.0.0/search") == 1
+    offline = SentinelHubSource(settings.model_copy(update={"offline": True}))
+    assert offline.find_scenes(tiles[0], date(2016, 1, 1), date(2016, 1, 31)) == ()
+    assert fake.count("/api/v1/catalog/1.0.0/search") == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "url"),
+    [("sh_base_url", "http://sh.example.org"), ("sh_token_url", "http://id.example.org/token")],
+)
+def test_plain_http_off_this_machine_is_a_config_error(
+    tmp_path: Path, tiles: tuple[Tile, ...], option: str, url: str
+) -> None:
+    """Not "rejected the credentials": OAUTHLIB_INSECURE_TRANSPORT (set here) changes nothing."""
+    settings = SourceSettings(
+        sh_client_id=CLIENT_ID,
+        sh_client_secret=SecretStr(CLIENT_SECRET),
+        cache_dir=tmp_path / "cache",
+        retries=1,
+        **{option: url},  # type: ignore[arg-type]
+    )
+    source = SentinelHubSource(settings)
+    assert source.describe()["endpoint"]  # still listed by ``agrimon sources``
+    flag = "--" + option.replace("_", "-")
+    for call in (source.check, partial(source.find_scenes, tiles[0], START, END)):
+        with pytest.raises(ConfigError) as err:
+            call()
+        message = str(err.value)
+        assert flag in message and repr(url) in message and "https://" in message
+        assert "rejected" not in message and "\n" not in message
+
+
+def test_plain_http_token_url_without_insecure_transport_is_named(
+    fake: FakeServer,
+    settings: SourceSettings,
+    tiles: tuple[Tile, ...],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """requests-oauthlib's InsecureTransportError is not a credentials problem."""
+    monkeypatch.delenv("OAUTHLIB_INSECURE_TRANSPORT")
+    source = SentinelHubSource(settings)
+    with pytest.raises(ConfigError) as err:
+        source.check()
+    assert "OAUTHLIB_INSECURE_TRANSPORT=1" in str(err.value)
+    # The same message when the token request itself is refused, mid-run.
+    with pytest.raises(ConfigError) as err:
+        source.find_scenes(tiles[0], START, END)
+    message = str(err.value)
+    assert "--sh-token-url" in message and token_url(fake) in message
+    assert "OAUTHLIB_INSECURE_TRANSPORT=1" in message and "rejected" not in message
+    assert fake.count() == 0
+
+
+def test_an_unreachable_host_is_named(tmp_path: Path, tiles: tuple[Tile, ...]) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    settings = SourceSettings(
+        sh_base_url=base,
+        sh_token_url=base + "/token",
+        sh_client_id=CLIENT_ID,
+        sh_client_secret=SecretStr(CLIENT_SECRET),
+        cache_dir=tmp_path / "cache",
+        retries=2,
+        backoff_s=0.0,
+    )
+    source = SentinelHubSource(settings)
+    source.check()  # well formed: only trying finds the host down
+    with pytest.raises(SourceError) as err:
+        source.find_scenes(tiles[0], START, END)
+    message = str(err.value)
+    assert f"could not reach Sentinel Hub host 127.0.0.1:{port}" in message
+    assert "--sh-base-url and --sh-token-url" in message
+    assert "rejected" not in message and "\n" not in message
+
+
+def test_offline_a_corrupt_catalog_page_is_reported_as_corrupt(
+    fake: FakeServer, settings: SourceSettings, tiles: tuple[Tile, ...]
+) -> None:
+    SentinelHubSource(settings).find_scenes(tiles[0], START, END)
+    pages = sorted(settings.cache_dir.rglob("*.bin"))
+    assert pages
+    for path in pages:
+        path.write_bytes(path.read_bytes()[:-5])  # truncated: the checksum no longer matches
+    offline = SentinelHubSource(settings.model_copy(update={"offline": True}))
+    with pytest.raises(CorruptCacheError) as err:
+        offline.find_scenes(tiles[0], START, END)
+    message = str(err.value)
+    assert f"catalog page 1 of tile {tiles[0].id}" in message and "is corrupt" in message
+    assert "checksum" in message and "without --offline" in message
+    assert "not in the cache" not in message

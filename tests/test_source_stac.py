@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from agrimon.cache import OfflineMissError
-from agrimon.errors import SourceError
+from agrimon.cache import CorruptCacheError, OfflineMissError
+from agrimon.errors import ConfigError, SourceError
 from agrimon.grid import Tile, plan_tiles
 from agrimon.sources import get_source
 from agrimon.sources.settings import SourceSettings
@@ -205,3 +206,62 @@ def test_describe_and_presets(tmp_path: Path) -> None:
     assert "planetarycomputer" in pc.describe()["endpoint"]
     with pytest.raises(Exception, match="no L1C collection"):
         get_source("stac", SourceSettings(stac_preset="planetary-computer", level="l1c"))
+
+
+def test_a_stac_url_that_is_not_a_url_is_refused_at_once(
+    tmp_path: Path, tiles: tuple[Tile, ...]
+) -> None:
+    """Not read as a file path and retried: one ConfigError before any request."""
+    for url in ("not a url", str(tmp_path / "catalog.json")):
+        source = get_source("stac", SourceSettings(stac_url=url, cache_dir=tmp_path / "c"))
+        assert source.describe()["endpoint"] == url  # ``agrimon sources`` still lists it
+        for call in (source.check, partial(source.find_scenes, tiles[0], START, END)):
+            with pytest.raises(ConfigError) as err:
+                call()
+            message = str(err.value)
+            assert "\n" not in message
+            assert "--stac-url" in message and repr(url) in message
+            assert "https://" in message and "--source local" in message
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_period_without_scenes_is_an_empty_tuple(
+    server: FakeServer, tmp_path: Path, tiles: tuple[Tile, ...]
+) -> None:
+    source = _source(server, tmp_path)
+    source.check()
+    assert source.find_scenes(tiles[0], date(2016, 1, 1), date(2016, 1, 31)) == ()
+    assert server.count("/search", "POST") == 1
+    # And from the cache, offline.
+    offline = _source(server, tmp_path, offline=True)
+    assert offline.find_scenes(tiles[0], date(2016, 1, 1), date(2016, 1, 31)) == ()
+    assert server.count("/search", "POST") == 1
+
+
+def test_offline_a_corrupt_cache_entry_is_reported_as_corrupt(
+    server: FakeServer, tmp_path: Path, tiles: tuple[Tile, ...]
+) -> None:
+    tile = tiles[0]
+    online = _source(server, tmp_path)
+    scenes = online.find_scenes(tile, START, END)
+    online.load(tile, scenes[:1], bands=("red",)).compute()
+    entries = sorted((tmp_path / "cache").rglob("*.bin"))
+    assert len(entries) == 2  # the search and one scene's pixels
+    for path in entries:
+        raw = bytearray(path.read_bytes())
+        raw[-1] ^= 0xFF
+        path.write_bytes(bytes(raw))
+    offline = _source(server, tmp_path, offline=True)
+    with pytest.raises(CorruptCacheError) as err:
+        offline.find_scenes(tile, START, END)
+    message = str(err.value)
+    assert "is corrupt" in message and "not in the cache" not in message
+    assert "the STAC search of" in message and "without --offline" in message
+    assert any(str(p) in message for p in entries) and "\n" not in message
+    with pytest.raises(CorruptCacheError, match=f"scene {scenes[0].id} for tile {tile.id}"):
+        offline.load(tile, scenes[:1], bands=("red",)).compute()
+    # The entries stay for an online run, which fetches them again.
+    assert all(p.exists() for p in entries)
+    server.reset_counts()
+    assert _source(server, tmp_path).find_scenes(tile, START, END) == scenes
+    assert server.count("/search", "POST") >= 1

@@ -3,14 +3,18 @@
 A source answers two questions for a tile and a period: which acquisitions exist
 (:meth:`Source.find_scenes`, cheap, used by ``agrimon plan``) and what their pixels are
 (:meth:`Source.load`, lazy: it returns a dask-backed scene stack and reads nothing yet).
+Before either, :meth:`Source.check` finds configuration problems without any network access,
+so that a run fails in its first second rather than after its first retries.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import xarray as xr
 
@@ -61,6 +65,20 @@ class Source(Protocol):
 
     name: str
 
+    def check(self) -> None:
+        """Find every configuration problem before a run starts, cheaply.
+
+        No network access and no pixel reads: only the settings, the environment and a
+        glance at local files, within about a second. What would otherwise fail only
+        mid-run (a missing path, a malformed URL, missing credentials) fails here.
+
+        Raises:
+            AgrimonError: A one-line message naming the option (``--local-path``,
+                ``--stac-url``...), what is wrong and how to fix it; usually a
+                :class:`~agrimon.errors.ConfigError`.
+        """
+        ...
+
     def find_scenes(self, tile: Tile, start: date, end: date) -> tuple[Scene, ...]:
         """Acquisitions covering ``tile`` between ``start`` and ``end`` (inclusive)."""
         ...
@@ -98,3 +116,45 @@ def parse_utc(text: str) -> datetime:
 def solar_day(when: datetime, lon: float) -> date:
     """Local solar date of a UTC time at longitude ``lon``: groups the granules of one pass."""
     return (when + timedelta(hours=lon / 15.0)).date()
+
+
+def url_problem(url: str) -> str | None:
+    """What keeps ``url`` from being an absolute ``http(s)://`` URL with a host, or None.
+
+    Returns:
+        A short phrase for an error message ("has no http:// or https:// scheme", "has no
+        host"...), or None for a usable URL.
+    """
+    try:
+        parts = urlsplit(url.strip())
+        _ = parts.port  # raises ValueError for a malformed port
+    except ValueError:
+        return "cannot be parsed as a URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "has no http:// or https:// scheme"
+    host = parts.hostname or ""
+    if not host or any(c.isspace() for c in parts.netloc):
+        return "has no host"
+    return None
+
+
+def url_host(url: str) -> str:
+    """Host (and port, when given) of a URL, for messages: ``sh.dataspace.copernicus.eu``."""
+    try:
+        return urlsplit(url.strip()).netloc.rsplit("@", 1)[-1] or url
+    except ValueError:
+        return url
+
+
+def is_loopback(url: str) -> bool:
+    """Whether ``url`` points at this machine (``localhost``, ``127.0.0.0/8``, ``::1``)."""
+    try:
+        host = urlsplit(url.strip()).hostname or ""
+    except ValueError:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

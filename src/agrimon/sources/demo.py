@@ -36,6 +36,9 @@ class DemoSource:
 
     name = NAME
 
+    def check(self) -> None:
+        """Nothing to check: the demo source needs no settings, files or network."""
+
     def find_scenes(self, tile: Tile, start: date, end: date) -> tuple[Scene, ...]:
         """Demo acquisitions of ``tile`` between ``start`` and ``end`` (inclusive)."""
         lon = -183.0 + 6.0 * tile.zone  # central meridian: one overpass time per zone

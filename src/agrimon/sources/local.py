@@ -812,6 +812,26 @@ def scan_stac(items: Sequence[pystac.Item], origin: Path) -> list[Entry]:
     return entries
 
 
+def _holds_rasters_or_items(root: Path) -> bool:
+    """Whether a folder tree holds a raster file or a STAC item JSON; stops at the first."""
+    for path in root.rglob("*"):
+        suffix = path.suffix.lower()
+        if suffix in RASTER_SUFFIXES and path.is_file():
+            return True
+        if suffix == ".json" and path.is_file() and _looks_like_stac_item(path):
+            return True
+    return False
+
+
+def _looks_like_stac_item(path: Path) -> bool:
+    """Whether a JSON file is a STAC item (a GeoJSON Feature with ``stac_version``)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("type") == "Feature" and "stac_version" in data
+
+
 def quiet_warp_warnings() -> None:
     """Hide rasterio's spurious "no geotransform" warning from array warps.
 
@@ -1023,42 +1043,82 @@ class LocalSource:
     name = NAME
 
     def __init__(self, settings: SourceSettings) -> None:
-        """Check the path; the folder is scanned on first use.
+        """Remember the path; it is checked by :meth:`check` and scanned on first use.
+
+        Nothing is raised here, so that ``agrimon sources`` can list an unconfigured source.
+        """
+        self.path: Path | None = (
+            None if settings.local_path is None else Path(settings.local_path).expanduser()
+        )
+        self.settings = settings
+        self._entries: tuple[Entry, ...] | None = None
+
+    def check(self) -> None:
+        """Pre-flight check: the path is set, exists and holds something readable.
+
+        A glance, not a scan: the first GeoTIFF, ``catalog.json`` or STAC item JSON found
+        ends the search; only a STAC root file is parsed. File headers are read later.
 
         Raises:
-            ConfigError: When ``settings.local_path`` is unset or does not exist.
+            ConfigError: When ``--local-path`` is unset, does not exist, is a file other than
+                a STAC JSON file, or is a folder with no GeoTIFF and no STAC catalog.
+            SourceError: When its STAC catalog cannot be read.
         """
-        if settings.local_path is None:
+        root = self._root()
+        start = stac_root(root)
+        if start is not None:
+            _read_stac(start)  # the root file only: children are read when scanning
+            return
+        if root.is_file():
+            raise ConfigError(
+                f"--local-path {root} is a file but not a STAC catalog (catalog.json): pass "
+                f"the folder that holds the GeoTIFFs, or the catalog.json; {LAYOUTS}"
+            )
+        if not root.is_dir():
+            raise ConfigError(
+                f"--local-path {root} is neither a folder nor a STAC catalog: pass a folder "
+                f"of GeoTIFFs or a catalog.json; {LAYOUTS}"
+            )
+        if not _holds_rasters_or_items(root):
+            raise ConfigError(
+                f"--local-path {root} holds no GeoTIFFs and no STAC catalog: pass the folder "
+                f"that holds them; {LAYOUTS}"
+            )
+
+    def _root(self) -> Path:
+        """The configured path, once it is known to be set and to exist.
+
+        Raises:
+            ConfigError: When ``--local-path`` is unset or does not exist.
+        """
+        if self.path is None:
             raise ConfigError(
                 "the local source needs a folder of GeoTIFFs or a STAC catalog: "
                 "pass --local-path DIR"
             )
-        path = Path(settings.local_path).expanduser()
-        if not path.exists():
+        if not self.path.exists():
             raise ConfigError(
-                f"local path {path} does not exist: pass --local-path DIR with a folder of "
-                "GeoTIFFs or a STAC catalog"
+                f"local path {self.path} does not exist: pass --local-path DIR with a folder "
+                "of GeoTIFFs or a STAC catalog"
             )
-        self.path = path
-        self.settings = settings
-        self._entries: tuple[Entry, ...] | None = None
+        return self.path
 
     def entries(self) -> tuple[Entry, ...]:
         """Every acquisition under the path (scanned once, then cached).
 
         Raises:
+            ConfigError: When ``--local-path`` is unset or does not exist.
             SourceError: When the path holds nothing the source can read.
         """
         if self._entries is None:
-            items = stac_items(self.path)
+            root = self._root()
+            items = stac_items(root)
             if items is not None:
-                found = scan_stac(items, self.path)
-            elif self.path.is_dir():
-                found = scan_rasters(self.path)
+                found = scan_stac(items, root)
+            elif root.is_dir():
+                found = scan_rasters(root)
             else:
-                raise SourceError(
-                    f"{self.path} is neither a folder nor a STAC JSON file: {LAYOUTS}"
-                )
+                raise SourceError(f"{root} is neither a folder nor a STAC JSON file: {LAYOUTS}")
             self._entries = tuple(sorted(found, key=lambda e: (e.time, e.id)))
         return self._entries
 
@@ -1113,7 +1173,13 @@ class LocalSource:
         )
 
     def describe(self) -> dict[str, str]:
-        """Path and layout of the source."""
+        """Path and layout of the source (``not set`` without ``--local-path``)."""
+        if self.path is None:
+            return {
+                "endpoint": "not set: pass --local-path DIR",
+                "layout": "-",
+                "credentials": "none needed",
+            }
         layout = (
             "static STAC catalog" if stac_root(self.path) else "folder of GeoTIFFs or STAC items"
         )

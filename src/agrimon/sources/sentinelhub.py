@@ -49,11 +49,21 @@ from odc.geo.geobox import GeoBox
 from pydantic import SecretStr
 
 from agrimon.cache import request_key
-from agrimon.errors import SourceError
+from agrimon.errors import AgrimonError, ConfigError, SourceError
 from agrimon.grid import Tile
 from agrimon.retry import RetryableError, with_retries
 from agrimon.sources.bands import BAND_IDS, dn_to_reflectance
-from agrimon.sources.base import ALL_BANDS, DEFAULT_CHUNK_PX, SCL, Scene, parse_utc, solar_day
+from agrimon.sources.base import (
+    ALL_BANDS,
+    DEFAULT_CHUNK_PX,
+    SCL,
+    Scene,
+    is_loopback,
+    parse_utc,
+    solar_day,
+    url_host,
+    url_problem,
+)
 from agrimon.sources.lazy import lazy_stack
 from agrimon.sources.settings import Level, SourceSettings
 
@@ -118,6 +128,46 @@ MISSING_CREDENTIALS = (
     "Space account (https://dataspace.copernicus.eu), register an OAuth client in its "
     f"dashboard, then {HOW_TO_SET}"
 )
+#: Plain http is refused by requests-oauthlib unless this variable is set (loopback tests).
+INSECURE_TRANSPORT_VAR = "OAUTHLIB_INSECURE_TRANSPORT"
+
+
+# --- endpoints --------------------------------------------------------------------------
+
+
+def check_url(url: str, *, flag: str, example: str) -> None:
+    """Refuse a Sentinel Hub URL that is not ``https://`` with a host.
+
+    Plain ``http://`` is accepted for loopback hosts only (``localhost``, ``127.0.0.1``,
+    ``::1``: a test server on this machine); anywhere else the OAuth token and the
+    credentials would cross the network unencrypted.
+
+    Args:
+        url: The base or token URL.
+        flag: The command-line option it came from (``--sh-base-url``), for the message.
+        example: A correct URL to show.
+
+    Raises:
+        ConfigError: Naming ``flag``, the value and the fix.
+    """
+    problem = url_problem(url)
+    if problem is not None:
+        raise ConfigError(
+            f"{flag} {url!r} {problem}: pass an absolute https:// URL (e.g. {example})"
+        )
+    if url.strip().lower().startswith("http://") and not is_loopback(url):
+        raise ConfigError(
+            f"{flag} {url!r} uses plain http, which would send the OAuth credentials "
+            f"unencrypted: use https:// (e.g. {example})"
+        )
+
+
+def insecure_token_url_error(token_url: str) -> ConfigError:
+    """The error for a plain-http token URL that requests-oauthlib refuses to use."""
+    return ConfigError(
+        f"--sh-token-url {token_url!r} uses plain http, which OAuth refuses: use https://, "
+        f"or for a test server on this machine set {INSECURE_TRANSPORT_VAR}=1"
+    )
 
 
 # --- credentials ------------------------------------------------------------------------
@@ -515,6 +565,42 @@ class SentinelHubSource:
         """Catalog / Process id of the collection (``sentinel-2-l2a`` or ``sentinel-2-l1c``)."""
         return "sentinel-2-l2a" if self.level == "l2a" else "sentinel-2-l1c"
 
+    def check(self) -> None:
+        """Pre-flight check, no network: URLs and credentials.
+
+        The base and token URLs must be ``https://`` (plain ``http://`` only on loopback
+        hosts, and for the token URL only with ``OAUTHLIB_INSECURE_TRANSPORT`` set, as
+        requests-oauthlib demands); credentials must be set unless the run is offline
+        (served from the cache alone).
+
+        Raises:
+            ConfigError: For a malformed or plain-http URL, or missing credentials.
+        """
+        self._check_urls()
+        if self.settings.offline:
+            return
+        if self.credentials is None:
+            raise ConfigError(MISSING_CREDENTIALS)
+        from oauthlib.oauth2.rfc6749.utils import (  # type: ignore[import-untyped]
+            is_secure_transport,
+        )
+
+        if not is_secure_transport(self.token_url):
+            raise insecure_token_url_error(self.token_url)
+
+    def _check_urls(self) -> None:
+        preset = PRESETS[self.settings.sh_preset]
+        check_url(
+            self.settings.sh_base_url or self.base_url,
+            flag="--sh-base-url",
+            example=preset.base_url,
+        )
+        check_url(
+            self.settings.sh_token_url or self.token_url,
+            flag="--sh-token-url",
+            example=preset.token_url,
+        )
+
     def describe(self) -> dict[str, str]:
         """Endpoint, token URL, collection and whether credentials are set (masked)."""
         creds = self.credentials.masked() if self.credentials else "not set: " + HOW_TO_SET
@@ -530,10 +616,12 @@ class SentinelHubSource:
         """The sentinelhub-py ``SHConfig`` of these settings (defaults only, no local profile).
 
         Raises:
+            ConfigError: For a malformed or plain-http base or token URL.
             SourceError: When credentials are needed and none are set.
         """
         from sentinelhub.config import SHConfig
 
+        self._check_urls()
         if need_credentials and self.credentials is None:
             raise SourceError(MISSING_CREDENTIALS)
         creds = self.credentials
@@ -553,7 +641,11 @@ class SentinelHubSource:
     def find_scenes(self, tile: Tile, start: date, end: date) -> tuple[Scene, ...]:
         """Acquisitions over ``tile`` from ``start`` to ``end``, one per solar day.
 
+        Returns:
+            The scenes, oldest first; empty when the period has none.
+
         Raises:
+            ConfigError: A malformed or plain-http base or token URL.
             SourceError: Missing or rejected credentials, a failing service, or an offline
                 run whose pages are not cached.
         """
@@ -613,7 +705,9 @@ class SentinelHubSource:
         except ValueError as err:  # JSON decoding of a damaged reply
             raise RetryableError(f"undecodable catalog page ({type(err).__name__})") from err
         except Exception as err:
-            raise _source_error(err, what) from err
+            raise _source_error(
+                err, what, base_url=self.base_url, token_url=self.token_url
+            ) from err
         return json.dumps(page).encode()
 
     # pixels -----------------------------------------------------------------------------
@@ -762,7 +856,9 @@ class SentinelHubSource:
                 client = SentinelHubDownloadClient(config=self.config(), session=self._session())
                 (response,) = client.download([request], max_threads=1, decode_data=False)
             except Exception as err:
-                raise _source_error(err, what) from err
+                raise _source_error(
+                    err, what, base_url=self.base_url, token_url=self.token_url
+                ) from err
         return bytes(response.content)
 
 
@@ -781,14 +877,40 @@ def clear_sessions() -> None:
         _SESSIONS.clear()
 
 
-def _source_error(err: Exception, what: str) -> Exception:
-    """One-line agrimon error for a sentinelhub-py / OAuth failure (secret never included)."""
-    from oauthlib.oauth2.rfc6749.errors import OAuth2Error  # type: ignore[import-untyped]
+def _source_error(
+    err: Exception, what: str, *, base_url: str = "", token_url: str = ""
+) -> Exception:
+    """One-line agrimon error for a sentinelhub-py / OAuth failure (secret never included).
+
+    Args:
+        err: What sentinelhub-py, requests-oauthlib or requests raised.
+        what: The request in words ("scene X tile Y").
+        base_url: The base URL in use, to name the option of a host that is unreachable.
+        token_url: The OAuth token URL in use, named when OAuth refuses plain http.
+    """
+    from oauthlib.oauth2.rfc6749.errors import (  # type: ignore[import-untyped]
+        InsecureTransportError,
+        OAuth2Error,
+    )
     from sentinelhub.decoding import decode_sentinelhub_err_msg
     from sentinelhub.exceptions import DownloadFailedException, OutOfRequestsException
 
-    if isinstance(err, SourceError | RetryableError):
+    if isinstance(err, AgrimonError | RetryableError):
         return err
+    if isinstance(err, InsecureTransportError):  # an OAuth2Error, but not about credentials
+        return insecure_token_url_error(token_url or "(not known)")
+    unreachable = _unreachable_host(err)
+    if unreachable is not None:
+        options = [
+            flag
+            for flag, url in (("--sh-base-url", base_url), ("--sh-token-url", token_url))
+            if url and url_host(url) == unreachable
+        ] or ["--sh-base-url", "--sh-token-url"]
+        return SourceError(
+            f"could not reach Sentinel Hub host {unreachable} while fetching {what}: "
+            f"connection failed after all retries; check the host in {' and '.join(options)}, "
+            "the connection or the service status, then rerun (what was fetched is cached)"
+        )
     if isinstance(err, OAuth2Error):
         return SourceError(
             f"Sentinel Hub rejected the credentials ({err.error}) while fetching {what}: "
@@ -828,3 +950,29 @@ def _source_error(err: Exception, what: str) -> Exception:
             "service status, then rerun (what was fetched is cached)"
         )
     return SourceError(f"could not fetch {what}: {type(err).__name__}: {redact(str(err))[:300]}")
+
+
+_URL_RE = re.compile(r"https?://[^\s'\"]+")
+
+
+def _failed_url(err: BaseException) -> str | None:
+    """URL of the request that failed, from the exception (or its message)."""
+    request = getattr(err, "request", None)
+    url = getattr(request, "url", None)
+    if isinstance(url, str) and url:
+        return url
+    found = _URL_RE.search(str(err))
+    return found.group(0) if found else None
+
+
+def _unreachable_host(err: Exception) -> str | None:
+    """Host that could not be connected to (DNS, refused, connect timeout), else None."""
+    from sentinelhub.exceptions import DownloadFailedException
+
+    cause: BaseException | None = err
+    if isinstance(err, DownloadFailedException):
+        cause = err.request_exception
+    if not isinstance(cause, requests.ConnectionError):
+        return None
+    url = _failed_url(cause) or _failed_url(err)
+    return url_host(url) if url else "(unknown host)"

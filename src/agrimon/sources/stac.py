@@ -37,7 +37,15 @@ from agrimon.errors import ConfigError, SourceError
 from agrimon.grid import Tile
 from agrimon.retry import RetryableError, with_retries
 from agrimon.sources import bands as s2
-from agrimon.sources.base import ALL_BANDS, DEFAULT_CHUNK_PX, SCL, Scene, parse_utc, solar_day
+from agrimon.sources.base import (
+    ALL_BANDS,
+    DEFAULT_CHUNK_PX,
+    SCL,
+    Scene,
+    parse_utc,
+    solar_day,
+    url_problem,
+)
 from agrimon.sources.lazy import lazy_stack
 from agrimon.sources.settings import SourceSettings
 
@@ -101,6 +109,24 @@ def search_body(
         "query": {"eo:cloud_cover": {"lte": max_cloud}},
         "limit": _PAGE_LIMIT,
     }
+
+
+def check_stac_url(url: str) -> None:
+    """Refuse a ``--stac-url`` that is not an absolute ``http(s)://`` URL with a host.
+
+    pystac-client would read anything else as a local file path (and fail only after the
+    retries, with a confusing message); files on disk are the local source's job.
+
+    Raises:
+        ConfigError: Naming ``--stac-url``, the value and the fix.
+    """
+    problem = url_problem(url)
+    if problem is not None:
+        raise ConfigError(
+            f"--stac-url {url!r} {problem}: pass the absolute URL of a STAC API "
+            f"(e.g. {PRESETS['earth-search'].url}); for a folder or catalog on disk use "
+            "--source local --local-path DIR"
+        )
 
 
 def asset_key(item: Mapping[str, Any], band: str) -> str | None:
@@ -200,6 +226,14 @@ class StacSource:
         self.cache = settings.cache()
         self.policy = settings.retry_policy()
 
+    def check(self) -> None:
+        """Pre-flight check, no network: the STAC API URL is an absolute http(s) URL.
+
+        Raises:
+            ConfigError: For a malformed ``--stac-url``.
+        """
+        check_stac_url(self.settings.stac_url or self.url)
+
     def describe(self) -> dict[str, str]:
         """Endpoint, collection and account needs."""
         return {
@@ -212,7 +246,16 @@ class StacSource:
     # search -----------------------------------------------------------------------------
 
     def find_scenes(self, tile: Tile, start: date, end: date) -> tuple[Scene, ...]:
-        """Scenes (one per solar day) whose items intersect the tile, cloud-filtered."""
+        """Scenes (one per solar day) whose items intersect the tile, cloud-filtered.
+
+        Returns:
+            The scenes, oldest first; empty when the period has none.
+
+        Raises:
+            ConfigError: For a malformed ``--stac-url`` (before any request).
+            SourceError: When the search keeps failing, or offline and not cached.
+        """
+        self.check()
         body = search_body(
             self.collection, tile.footprint_lonlat().bounds, start, end, self.settings.max_cloud
         )
