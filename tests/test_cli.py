@@ -40,9 +40,17 @@ BAD_AOIS: dict[str, tuple[str | None, str]] = {
         _feature_collection(_square(18.2, -19.6, 0.01), {"type": "Polygon", "coordinates": []}),
         "empty",
     ),
-    "outside": (_feature_collection(_square(200.0, -19.6, 0.01)), "lon/lat"),
+    # Longitudes up to ±360 are read as lon/lat written 0…360; beyond is no longitude.
+    "outside": (_feature_collection(_square(400.0, -19.6, 0.01)), "lon/lat"),
     "swapped": (_feature_collection(_square(15.0, 100.0, 0.01)), "swapped"),
     "too-large": (_feature_collection(_square(15.0, -25.0, 5.0)), "--max-area"),
+    # GDAL reads a literal NaN in GeoJSON; it once reached the user as a traceback.
+    "nan": (
+        '{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": '
+        '{"name": "f"}, "geometry": {"type": "Polygon", "coordinates": [[[18.2, -19.6], '
+        "[NaN, -19.6], [18.21, -19.59], [18.2, -19.6]]]}}]}",
+        "not a number",
+    ),
 }
 
 
@@ -69,6 +77,22 @@ def test_help_on_every_command(command: list[str]) -> None:
     if command:
         for option in ("--start", "--end", "--source", "--out", "--max-area"):
             assert option in result.stdout
+
+
+@pytest.mark.parametrize(
+    "command", [["run"], ["plan"], ["cache", "info"], ["cache", "clear"], ["sources"], []]
+)
+def test_help_reads_as_a_person_expects(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "100"})
+    assert result.exit_code == 0
+    text = result.stdout
+    # No type-hint placeholders, no defaults in stray brackets, no box drawing.
+    for noise in ("<%Y", "<bool>", "<str>", "<int>", "<float>", "[default: (", "╭"):
+        assert noise not in text, noise
+    if command in (["run"], ["plan"]):
+        assert "--start DATE" in text and "[default: 2023-07-01]" in text
+        assert "--phenology / --no-phenology" in text
+        assert "--level [l2a|l1c]" in text
 
 
 def test_plan_of_the_default_aoi() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import logging
 import os
 import sys
 import warnings
@@ -17,10 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from agrimon import __version__
-from agrimon.aoi import DEFAULT_AOI, DEFAULT_MAX_AREA_KM2, read_aoi
+from agrimon.aoi import DEFAULT_AOI, DEFAULT_MAX_AREA_KM2
 from agrimon.cache import DEFAULT_CACHE_DIR, Cache
 from agrimon.config import DEFAULT_END, DEFAULT_OUT, DEFAULT_START, RunSpec, make_spec
-from agrimon.errors import AgrimonError
+from agrimon.errors import AgrimonError, InterruptedRun
 from agrimon.grid import DEFAULT_TILE_PX
 from agrimon.sources import SOURCES, get_source
 from agrimon.sources.base import DEFAULT_CHUNK_PX
@@ -32,17 +31,17 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 err_console = Console(stderr=True)
 T = TypeVar("T")
-_START = datetime.combine(DEFAULT_START, datetime.min.time())
-_END = datetime.combine(DEFAULT_END, datetime.min.time())
 
 AoiArg = Annotated[
     Path | None,
     typer.Argument(
+        metavar="AOI",
         help="AOI file (GeoJSON, GeoPackage, Shapefile, zipped Shapefile, KML). "
-        "Default: the shipped Grootfontein farmland."
+        "Default: the shipped Grootfontein farmland.",
     ),
 ]
 
@@ -74,220 +73,110 @@ def _show_warning(
 
 
 def _guard(action: Callable[[], T]) -> T:
-    """Run ``action``; a user-fixable error becomes one line on stderr and exit code 2."""
+    """Run ``action``; a user-fixable error becomes one line on stderr and exit code 2.
+
+    Ctrl-C becomes one line too, and exit code 130.
+    """
     try:
         return action()
+    except KeyboardInterrupt:
+        err = InterruptedRun("interrupted by Ctrl-C: stopped; nothing was written")
+        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=err.exit_code) from None
     except AgrimonError as err:
         err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=err.exit_code) from None
 
 
-class _NoTracebackForUserErrors(logging.Filter):
-    """Drop the traceback from log records of errors the user can fix (one line is enough)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], AgrimonError):
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-def _quiet_user_errors() -> None:
-    """Filter the console handlers Prefect puts on the root logger when it is imported.
-
-    The Prefect server and UI still receive the full tracebacks.
-    """
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_NoTracebackForUserErrors())
+def _option(
+    name: str, kind: Any, default: Any, help: str, metavar: str | None = None, *decls: str
+) -> tuple[str, Any, Any]:
+    """One entry of ``_RUN_OPTIONS``: a name, its annotated type and its default."""
+    return (name, Annotated[kind, typer.Option(*decls, help=help, metavar=metavar)], default)
 
 
 # Every option of `run` and `plan`: (name, annotation, default). One list, one place.
-_S = "Sources"
 _RUN_OPTIONS: list[tuple[str, Any, Any]] = [
     ("aoi", AoiArg, None),
     (
         "start",
         Annotated[
             datetime,
-            typer.Option(
-                "--start",
-                formats=["%Y-%m-%d"],
-                help="First day (YYYY-MM-DD).",
-                show_default=DEFAULT_START.isoformat(),
-            ),
+            typer.Option("--start", formats=["%Y-%m-%d"], metavar="DATE", help="First day."),
         ],
-        _START,
+        DEFAULT_START.isoformat(),
     ),
     (
         "end",
         Annotated[
             datetime,
             typer.Option(
-                "--end",
-                formats=["%Y-%m-%d"],
-                help="Last day (YYYY-MM-DD), inclusive.",
-                show_default=DEFAULT_END.isoformat(),
+                "--end", formats=["%Y-%m-%d"], metavar="DATE", help="Last day, inclusive."
             ),
         ],
-        _END,
+        DEFAULT_END.isoformat(),
     ),
-    ("source", Annotated[str, typer.Option(help=f"Scene source: {', '.join(SOURCES)}.")], "demo"),
-    (
-        "out",
-        Annotated[Path, typer.Option(help="Root folder of products: <out>/<aoi>/<start>_<end>/.")],
-        DEFAULT_OUT,
-    ),
-    (
-        "max_area",
-        Annotated[float, typer.Option(help="Largest AOI accepted, km².")],
-        DEFAULT_MAX_AREA_KM2,
-    ),
-    ("tile_px", Annotated[int, typer.Option(help="Tile side in pixels (10 m).")], DEFAULT_TILE_PX),
-    (
-        "chunk_px",
-        Annotated[int, typer.Option(help="Dask chunk side in pixels; bounds memory.")],
-        DEFAULT_CHUNK_PX,
-    ),
-    (
-        "indices",
-        Annotated[
-            str,
-            typer.Option(
-                help="Spectral indices to composite, comma-separated (e.g. ndvi,evi,ndmi)."
-            ),
-        ],
-        "ndvi",
-    ),
-    (
+    _option("source", str, "demo", f"Scene source: {', '.join(SOURCES)}.", "NAME"),
+    _option("out", Path, DEFAULT_OUT, "Root folder of products: OUT/AOI-NAME/START_END/.", "DIR"),
+    _option("max_area", float, DEFAULT_MAX_AREA_KM2, "Largest AOI accepted, km².", "KM2"),
+    _option("tile_px", int, DEFAULT_TILE_PX, "Tile side in 10 m pixels.", "PIXELS"),
+    _option("chunk_px", int, DEFAULT_CHUNK_PX, "Dask chunk side; bounds memory.", "PIXELS"),
+    _option("indices", str, "ndvi", "Spectral indices to composite, e.g. ndvi,evi,ndmi.", "LIST"),
+    _option(
         "phenology",
-        Annotated[
-            bool,
-            typer.Option(
-                "--phenology/--no-phenology",
-                help="Season metrics of the first index (periods of 120 days or more).",
-            ),
-        ],
+        bool,
         True,
+        "Season metrics of the first index (periods of 120 days or more).",
+        None,
+        "--phenology/--no-phenology",
     ),
-    (
+    _option(
         "dask_address",
-        Annotated[
-            str | None,
-            typer.Option(
-                help="Dask scheduler, e.g. tcp://host:8786 (else DASK_SCHEDULER_ADDRESS)."
-            ),
-        ],
+        str | None,
         None,
+        "Dask scheduler, e.g. tcp://host:8786 (else DASK_SCHEDULER_ADDRESS).",
+        "URL",
     ),
-    (
-        "level",
-        Annotated[
-            Level, typer.Option(help="Processing level: l2a (with SCL) or l1c.", rich_help_panel=_S)
-        ],
-        "l2a",
-    ),
-    (
-        "max_cloud",
-        Annotated[float, typer.Option(help="Largest scene cloud cover, %.", rich_help_panel=_S)],
-        80.0,
-    ),
-    (
+    _option("level", Level, "l2a", "Processing level: l2a (with SCL) or l1c.", "[l2a|l1c]"),
+    _option("max_cloud", float, 80.0, "Largest scene cloud cover.", "PERCENT"),
+    _option(
         "stac_preset",
-        Annotated[
-            StacPreset, typer.Option(help="Public STAC API for --source stac.", rich_help_panel=_S)
-        ],
+        StacPreset,
         "earth-search",
+        "Public STAC API for --source stac.",
+        "[earth-search|planetary-computer|cdse]",
     ),
-    (
-        "stac_url",
-        Annotated[
-            str | None,
-            typer.Option(help="Any STAC API URL (overrides the preset's).", rich_help_panel=_S),
-        ],
-        None,
-    ),
-    (
+    _option("stac_url", str | None, None, "Any STAC API URL (overrides the preset's).", "URL"),
+    _option(
         "local_path",
-        Annotated[
-            Path | None,
-            typer.Option(
-                help="Folder of GeoTIFFs or a static STAC catalog, for --source local.",
-                rich_help_panel=_S,
-            ),
-        ],
+        Path | None,
         None,
+        "Folder of GeoTIFFs or a static STAC catalog, for --source local.",
+        "DIR",
     ),
-    (
+    _option(
         "sh_preset",
-        Annotated[
-            ShPreset,
-            typer.Option(
-                help="Sentinel Hub deployment: cdse (free) or sentinel-hub.", rich_help_panel=_S
-            ),
-        ],
+        ShPreset,
         "cdse",
+        "Sentinel Hub deployment: cdse (free) or sentinel-hub.",
+        "[cdse|sentinel-hub]",
     ),
-    (
-        "sh_base_url",
-        Annotated[str | None, typer.Option(help="Sentinel Hub base URL.", rich_help_panel=_S)],
-        None,
+    _option("sh_base_url", str | None, None, "Sentinel Hub base URL.", "URL"),
+    _option("sh_token_url", str | None, None, "OAuth2 token URL.", "URL"),
+    _option(
+        "sh_client_id", str | None, None, "OAuth client id (else SH_CLIENT_ID, else profile).", "ID"
     ),
-    (
-        "sh_token_url",
-        Annotated[str | None, typer.Option(help="OAuth2 token URL.", rich_help_panel=_S)],
-        None,
-    ),
-    (
-        "sh_client_id",
-        Annotated[
-            str | None,
-            typer.Option(
-                help="OAuth client id (else SH_CLIENT_ID, else profile).", rich_help_panel=_S
-            ),
-        ],
-        None,
-    ),
-    (
+    _option(
         "sh_client_secret",
-        Annotated[
-            str | None,
-            typer.Option(
-                help="OAuth client secret (else SH_CLIENT_SECRET, else profile).",
-                rich_help_panel=_S,
-            ),
-        ],
+        str | None,
         None,
+        "OAuth client secret (else SH_CLIENT_SECRET, else profile).",
+        "SECRET",
     ),
-    (
-        "offline",
-        Annotated[
-            bool,
-            typer.Option(
-                "--offline", help="Use only the cache; fail on a miss.", rich_help_panel=_S
-            ),
-        ],
-        False,
-    ),
-    (
-        "cache_dir",
-        Annotated[Path, typer.Option(help="Response cache folder.", rich_help_panel=_S)],
-        DEFAULT_CACHE_DIR,
-    ),
-    (
-        "no_cache",
-        Annotated[
-            bool,
-            typer.Option(
-                "--no-cache", help="Neither read nor write the cache.", rich_help_panel=_S
-            ),
-        ],
-        False,
-    ),
-    (
-        "retries",
-        Annotated[int, typer.Option(help="Attempts per remote call.", rich_help_panel=_S)],
-        4,
-    ),
+    _option("offline", bool, False, "Use only the cache; fail on a miss.", None, "--offline"),
+    _option("cache_dir", Path, DEFAULT_CACHE_DIR, "Response cache folder.", "DIR"),
+    _option("no_cache", bool, False, "Neither read nor write the cache.", None, "--no-cache"),
+    _option("retries", int, 4, "Attempts per remote call.", "N"),
 ]
 _SETTINGS_FIELDS = (
     "level",
@@ -326,54 +215,68 @@ def _spec(values: dict[str, Any]) -> RunSpec:
     )
 
 
-def with_run_options(command: Callable[[RunSpec], None]) -> Callable[..., None]:
-    """Give a command every option of ``_RUN_OPTIONS``; it receives the validated spec."""
+def with_run_options(
+    *extra: tuple[str, Any, Any],
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command every option of ``_RUN_OPTIONS`` and ``extra``.
 
-    def wrapper(**values: Any) -> None:
-        command(_guard(lambda: _spec(values)))
+    The command receives the validated spec, and the ``extra`` options as keywords.
+    """
 
-    params = [
-        inspect.Parameter(
-            name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
-        )
-        for name, annotation, default in _RUN_OPTIONS
-    ]
-    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {name: annotation for name, annotation, _ in _RUN_OPTIONS}
-    wrapper.__name__ = command.__name__
-    wrapper.__doc__ = command.__doc__
-    return wrapper
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        names = [name for name, _, _ in extra]
+
+        def wrapper(**values: Any) -> None:
+            rest = {name: values.pop(name) for name in names}
+            command(_guard(lambda: _spec(values)), **rest)
+
+        options = [*_RUN_OPTIONS, *extra]
+        params = [
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+            )
+            for name, annotation, default in options
+        ]
+        wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {name: annotation for name, annotation, _ in options}
+        wrapper.__name__ = command.__name__
+        wrapper.__doc__ = command.__doc__
+        return wrapper
+
+    return decorate
+
+
+_VERBOSE: tuple[str, Any, Any] = (
+    "verbose",
+    Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Also show Prefect's log lines (flow and task runs)."),
+    ],
+    False,
+)
 
 
 @app.command()
-@with_run_options
-def run(spec: RunSpec) -> None:
-    """Run the monitor flow; the last line printed is the product folder."""
-    # Check the AOI before starting Prefect: a bad file is answered in a second, not ten.
-    _guard(lambda: read_aoi(spec.aoi, max_area_km2=spec.max_area_km2))
-    # No usage telemetry from the temporary Prefect server: agencies may be on metered links.
+@with_run_options(_VERBOSE)
+def run(spec: RunSpec, *, verbose: bool = False) -> None:
+    """Run the monitor flow on an AOI and write its products.
+
+    The last line printed is the product folder.
+    """
+    # No usage telemetry from a Prefect server: agencies may be on metered links.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # Imported here: Prefect is slow to import and not needed by `plan` or `--help`.
-    from flows.monitor import monitor
+    # Imported here: Prefect and its runner are slow to import, not needed by `plan`.
+    from flows.runner import run_from_cli
 
-    from agrimon.progress import DaskProgress
-
-    _quiet_user_errors()
-
-    def go() -> Path:
-        with DaskProgress(err_console, "monitor"):
-            folder: Path = monitor(spec)
-        return folder
-
-    folder = _guard(go)
+    folder = _guard(lambda: run_from_cli(spec, console=err_console, verbose=verbose))
     typer.echo(str(folder))
 
 
 @app.command()
-@with_run_options
+@with_run_options()
 def plan(spec: RunSpec) -> None:
     """Say what a run would fetch and cost, without fetching any pixel."""
-    from agrimon.monitor import make_plan
+    from agrimon.monitor import make_plan, require_scenes
 
     run_plan = _guard(lambda: make_plan(spec))
     console = Console(width=None if sys.stdout.isatty() else 120)
@@ -417,15 +320,21 @@ def plan(spec: RunSpec) -> None:
             f"{sum(clouds) / len(clouds):.0f}" if clouds else "-",
         )
     console.print(tiles)
+    # A plan that cannot run says so, like the run would, before any pixel is fetched.
+    _guard(lambda: require_scenes(run_plan))
 
 
 @app.command()
 def sources(
     stac_url: Annotated[
-        str | None, typer.Option(help="STAC API URL to show instead of the preset's.")
+        str | None,
+        typer.Option(help="STAC API URL to show instead of the preset's.", metavar="URL"),
     ] = None,
 ) -> None:
-    """List the sources, their endpoints and whether credentials are set (masked)."""
+    """List the sources, their endpoints and credentials.
+
+    Secrets are masked.
+    """
     settings = SourceSettings(stac_url=stac_url)
     table = Table("source", "endpoint", "credentials", "what it is")
     for name, text in SOURCES.items():
@@ -439,20 +348,23 @@ def sources(
 
 cache_app = typer.Typer(help="Inspect or clear the response cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
-CacheDirOpt = Annotated[Path, typer.Option(help="Response cache folder.")]
+CacheDirOpt = Annotated[Path, typer.Option(help="Response cache folder.", metavar="DIR")]
 
 
 @cache_app.command("info")
 def cache_info(cache_dir: CacheDirOpt = DEFAULT_CACHE_DIR) -> None:
-    """Show where the cache is, how many responses it holds and their size."""
-    stats = Cache(cache_dir).stats()
+    """Show how many responses the cache holds, and their size."""
+    stats = _guard(Cache(cache_dir).stats)
     typer.echo(f"{stats.root}: {stats.entries} cached responses, {_human_bytes(stats.bytes)}")
 
 
 @cache_app.command("clear")
 def cache_clear(cache_dir: CacheDirOpt = DEFAULT_CACHE_DIR) -> None:
-    """Delete every cached response."""
-    stats = Cache(cache_dir).clear()
+    """Delete the cached responses, and nothing else.
+
+    A folder that is not an agrimon cache is refused.
+    """
+    stats = _guard(Cache(cache_dir).clear)
     typer.echo(
         f"{stats.root}: removed {stats.entries} cached responses, {_human_bytes(stats.bytes)}"
     )

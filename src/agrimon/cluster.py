@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -10,11 +11,47 @@ from agrimon.errors import ConfigError
 
 #: Environment variable naming a scheduler, as dask-distributed's own tools use it.
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+# Address schemes of dask.distributed that run over TCP.
+_SCHEMES = ("tcp", "tls", "ws", "wss")
 
 
 def scheduler_address(explicit: str | None) -> str | None:
     """The scheduler to use: the explicit address, else ``DASK_SCHEDULER_ADDRESS``, else None."""
     return explicit or os.environ.get(SCHEDULER_ENV) or None
+
+
+def check_scheduler(address: str | None, *, timeout_s: float = 10.0) -> None:
+    """Raise a one-line ConfigError unless the scheduler (if any) is a reachable address.
+
+    Cheap and quiet: the address is parsed and its host and port opened with a plain TCP
+    connection, without starting a dask client.
+
+    Args:
+        address: ``tcp://host:8786`` or None (then ``DASK_SCHEDULER_ADDRESS``, if set).
+        timeout_s: How long to wait for the connection.
+    """
+    target = scheduler_address(address)
+    if target is None:
+        return
+    origin = "--dask-address" if address else SCHEDULER_ENV
+    fix = f"fix {origin}" + ("" if address else f" or unset {SCHEDULER_ENV}")
+    scheme, sep, rest = target.partition("://")
+    if not sep:
+        scheme, rest = "tcp", target
+    host, colon, port = rest.rstrip("/").rpartition(":")
+    if scheme not in _SCHEMES or not colon or not host or not port.isdigit():
+        raise ConfigError(
+            f"{origin} {target!r} is not a Dask scheduler address: give one such as "
+            f"tcp://host:8786 ({fix})"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ConfigError(
+            f"cannot reach the Dask scheduler at {target} ({origin}): {reason}; start it "
+            f"(dask scheduler) or {fix}"
+        ) from err
 
 
 @contextmanager
@@ -40,7 +77,7 @@ def connect(address: str | None, *, timeout_s: float = 30.0) -> Iterator[str]:
 
     try:
         client = Client(target, timeout=timeout_s, set_as_default=True)  # type: ignore[no-untyped-call]
-    except (OSError, TimeoutError) as err:
+    except (OSError, TimeoutError, ValueError) as err:
         raise ConfigError(
             f"cannot reach the Dask scheduler at {target}: {type(err).__name__}; start it "
             f"(dask scheduler), fix --dask-address or unset {SCHEDULER_ENV}"

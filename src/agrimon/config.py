@@ -91,12 +91,33 @@ class RunSpec(BaseModel):
         return f"{self.start.isoformat()}_{self.end.isoformat()}"
 
 
+#: Fields whose command-line name is not ``--`` + the field name with dashes.
+_FLAGS = {"aoi": "AOI", "max_area_km2": "--max-area"}
+
+
+def flag_name(loc: tuple[int | str, ...]) -> str:
+    """The command-line option of a field: ``("source_settings", "max_cloud")`` is --max-cloud."""
+    names = [str(p) for p in loc if isinstance(p, str)]
+    if not names:
+        return "run parameters"
+    field = names[-1] if names[0] == "source_settings" else names[0]
+    return _FLAGS.get(field, "--" + field.replace("_", "-"))
+
+
 def make_spec(**params: object) -> RunSpec:
-    """Build a :class:`RunSpec`, turning validation errors into one-line ConfigErrors."""
+    """Build a :class:`RunSpec`, turning validation errors into one-line ConfigErrors.
+
+    The message names the command-line option (``--tile-px``), not the field.
+    """
     try:
         return RunSpec.model_validate(params)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "run parameters"
+        where = flag_name(tuple(first["loc"]))
         msg = str(first["msg"]).removeprefix("Value error, ")
+        if first["loc"] and first["type"] != "value_error":
+            value = first.get("input")
+            shown = "" if isinstance(value, dict | list) else f" {value!r}"
+            msg = msg[:1].lower() + msg[1:]
+            raise ConfigError(f"invalid {where}{shown}: {msg}") from err
         raise ConfigError(f"invalid {where}: {msg}") from err

@@ -47,3 +47,13 @@ class SourceError(AgrimonError):
 
 class ProductError(AgrimonError):
     """Products cannot be written."""
+
+
+class OrchestrationError(AgrimonError):
+    """The Prefect API a run needs cannot be reached or started."""
+
+
+class InterruptedRun(AgrimonError):  # noqa: N818 - it is a stop, not a failure
+    """A run was stopped by a signal (Ctrl-C, SIGTERM); nothing was published."""
+
+    exit_code = 130

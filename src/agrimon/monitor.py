@@ -8,6 +8,7 @@ chunk size, not the AOI.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -18,10 +19,11 @@ import geopandas as gpd
 import numpy as np
 import xarray as xr
 from dask.base import compute
+from odc.geo.geobox import GeoBox
 from rasterio.features import geometry_mask
 
-from agrimon.aoi import read_aoi
-from agrimon.cluster import connect
+from agrimon.aoi import Aoi, read_aoi
+from agrimon.cluster import check_scheduler, connect
 from agrimon.config import RunSpec
 from agrimon.errors import SourceError
 from agrimon.grid import Tile, geobox_for, zone_pieces
@@ -29,9 +31,12 @@ from agrimon.indices import composites, masks, phenology, spectral, zonal
 from agrimon.plan import TILES_IN_FLIGHT, RunPlan, TilePlan, monitor_bands, plan_run
 from agrimon.products.catalog import ZoneProducts, write_catalog
 from agrimon.products.cog import CogWriter, Layer
-from agrimon.products.folder import staged_folder
+from agrimon.products.folder import check_output_folder, staged_folder, writing
 from agrimon.products.manifest import write_manifest
+from agrimon.progress import TILES
 from agrimon.sources import get_source
+
+_log = logging.getLogger(__name__)
 
 CLEAR_COUNT = Layer(
     "clear_count", "Number of clear-sky observations", "uint16", 65535, "count", "nearest"
@@ -113,6 +118,70 @@ def make_plan(spec: RunSpec) -> RunPlan:
     return plan_run(spec, aoi, get_source(spec.source, spec.source_settings))
 
 
+def check_inputs(spec: RunSpec) -> Aoi:
+    """The checks of a run that need no network, in a second: AOI, folders, source settings.
+
+    Returns:
+        The validated AOI.
+
+    Raises:
+        AgrimonError: The first problem found, as a one-line message.
+    """
+    aoi = read_aoi(spec.aoi, max_area_km2=spec.max_area_km2)
+    check_output_folder(spec.out / aoi.name / spec.period)
+    settings = spec.source_settings
+    if spec.source != "demo" and not settings.no_cache:
+        settings.cache().check(for_writing=not settings.offline)
+    get_source(spec.source, settings).check()
+    return aoi
+
+
+def preflight(spec: RunSpec, aoi: Aoi | None = None) -> RunPlan:
+    """Everything a run can check before it starts: :func:`check_inputs`, then the plan.
+
+    Finds a period without scenes and an unreachable Dask scheduler before any pixel is
+    read, so that a run fails in seconds rather than mid-way.
+
+    Args:
+        spec: Run parameters.
+        aoi: The AOI :func:`check_inputs` returned, if it was called already.
+
+    Returns:
+        The run's plan.
+
+    Raises:
+        AgrimonError: The first problem found, as a one-line message.
+    """
+    aoi = aoi if aoi is not None else check_inputs(spec)
+    plan = plan_run(spec, aoi, get_source(spec.source, spec.source_settings))
+    require_scenes(plan)
+    check_output_folder(spec.out / aoi.name / spec.period, needs_bytes=product_bytes(plan))
+    check_scheduler(spec.dask_address)
+    return plan
+
+
+def require_scenes(plan: RunPlan) -> None:
+    """Raise a one-line SourceError when a tile of the plan has no scene to load."""
+    spec = plan.spec
+    empty = [t.tile.id for t in plan.tiles if not t.scenes]
+    if not empty:
+        return
+    hint = "widen the period with --start/--end"
+    if spec.source != "demo":
+        hint += f" or raise --max-cloud (now {spec.source_settings.max_cloud:g} %)"
+    where = (
+        "the AOI"
+        if len(empty) == len(plan.tiles)
+        else f"{len(empty)} of {len(plan.tiles)} tiles ({', '.join(empty[:3])}"
+        + (", ..." if len(empty) > 3 else "")
+        + ")"
+    )
+    raise SourceError(
+        f"source '{spec.source}' has no scenes for {where} between {spec.start} and "
+        f"{spec.end}: {hint}"
+    )
+
+
 def load_stack(spec: RunSpec, tile_plan: TilePlan) -> xr.Dataset:
     """Lazy scene stack of one tile with the bands the monitor needs."""
     if not tile_plan.scenes:
@@ -171,7 +240,14 @@ def _write_tiles(
             writers[name].write(comp.tile.geobox, np.where(inside, np.asarray(arr), nodata))
         series, clear = values[-2], values[-1]
         partials.append(
-            zonal.zonal_partial(series, zones, clear=clear, geobox=comp.tile.geobox, inside=inside)
+            zonal.zonal_partial(
+                series,
+                zones,
+                clear=clear,
+                geobox=comp.tile.geobox,
+                inside=inside,
+                footprint=comp.tile.footprint,
+            )
         )
     return partials
 
@@ -188,16 +264,16 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
     """
     spec = plan.spec
     final = spec.out / plan.aoi.name / spec.period
-    zones = sorted({r.tile.epsg for r in results})
+    grids = zone_grids([r.tile for r in results])
+    zones = sorted(grids)
     layers = product_layers(spec)
     partials: list[zonal.ZonalPartial] = []
+    done = 0
     with staged_folder(final) as folder, connect(spec.dask_address):
         zone_products = []
         for epsg in zones:
             in_zone = [r for r in results if r.tile.epsg == epsg]
-            grid = geobox_for(
-                _union_bounds([r.tile.area_bounds for r in in_zone]), epsg, in_zone[0].tile.res
-            )
+            grid = grids[epsg]
             suffix = (
                 ""
                 if len(zones) == 1
@@ -216,13 +292,16 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
                 }
                 for i in range(0, len(in_zone), TILES_IN_FLIGHT):
                     batch = in_zone[i : i + TILES_IN_FLIGHT]
+                    _report_tiles(done, batch, len(results))
                     partials += _write_tiles(batch, writers, plan.aoi.zones)
+                    done += len(batch)
             footprint = zone_pieces(plan.aoi.geometry)[epsg]
             zone_products.append(
                 ZoneProducts(
                     epsg, footprint, (grid.shape.y, grid.shape.x), list(grid.affine)[:6], files
                 )
             )
+        _report_tiles(done, (), len(results))
         tables = write_zone_tables(folder, plan, partials)
         run_id = f"{plan.aoi.name}-{spec.period}"
         write_catalog(
@@ -240,6 +319,16 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
     return final
 
 
+def _report_tiles(done: int, batch: Sequence[TileComposite], total: int) -> None:
+    """Log the batch of tiles about to be computed (the terminal's progress bar reads it)."""
+    if batch:
+        ids = ", ".join(c.tile.id for c in batch)
+        message = f"computing tiles {done + 1}-{done + len(batch)} of {total} ({ids})"
+    else:
+        message = f"computed {done} of {total} tiles; writing tables, catalog and manifest"
+    _log.info(message, extra={TILES: (done, len(batch), total)})
+
+
 def write_zone_tables(
     folder: Path, plan: RunPlan, partials: Sequence[zonal.ZonalPartial]
 ) -> dict[str, Path]:
@@ -249,7 +338,8 @@ def write_zone_tables(
     gpkg = folder / f"{zonal.DEFAULT_STEM}.gpkg"
     frame = zonal.zonal_geodataframe(table, plan.aoi.zones)
     frame["time"] = frame["time"].dt.strftime("%Y-%m-%dT%H:%M:%S")
-    frame.to_file(gpkg, layer=zonal.DEFAULT_STEM, driver="GPKG")
+    with writing(gpkg):
+        frame.to_file(gpkg, layer=zonal.DEFAULT_STEM, driver="GPKG")
     return {p.suffix.lstrip("."): p for p in (*paths, gpkg)}
 
 
@@ -277,6 +367,33 @@ def run_record(plan: RunPlan) -> dict[str, Any]:
             for t in plan.tiles
         ],
     }
+
+
+def zone_grids(tiles: Sequence[Tile]) -> dict[int, GeoBox]:
+    """The mosaic grid of each UTM zone: the pixel grid covering the zone's tiles."""
+    grids = {}
+    for epsg in sorted({t.epsg for t in tiles}):
+        in_zone = [t for t in tiles if t.epsg == epsg]
+        grids[epsg] = geobox_for(
+            _union_bounds([t.area_bounds for t in in_zone]), epsg, in_zone[0].res
+        )
+    return grids
+
+
+def product_bytes(plan: RunPlan) -> int:
+    """Disk space a run needs at its peak, in bytes.
+
+    While the mosaics are assembled every layer has an uncompressed scratch GeoTIFF (the
+    COGs replace them one by one, compressed); the tables take about 100 bytes per zone,
+    date and index. A tenth more for headers, overviews and the catalog.
+    """
+    per_pixel = sum(np.dtype(layer.dtype).itemsize for layer in product_layers(plan.spec).values())
+    pixels = sum(
+        int(g.shape[0]) * int(g.shape[1]) for g in zone_grids([t.tile for t in plan.tiles]).values()
+    )
+    dates = len({s.time.date() for t in plan.tiles for s in t.scenes})
+    tables = 100 * len(plan.aoi.zones) * dates * len(plan.spec.indices)
+    return int(1.1 * (pixels * per_pixel + tables)) + (1 << 20)
 
 
 def _union_bounds(

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.errors
 import rasterio.shutil
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
+from rasterio._err import CPLE_BaseError
 from rasterio.windows import Window
+
+from agrimon.products.folder import writing
 
 BLOCK_PX = 512
 
@@ -72,8 +78,13 @@ class CogWriter:
         self.grid = grid
         self.layer = layer
         self._scratch = path.with_suffix(".scratch.tif")
+        with writing(path):
+            self._dst = self._open(tags)
+
+    def _open(self, tags: Mapping[str, str] | None) -> Any:
+        grid, layer = self.grid, self.layer
         height, width = grid.shape
-        self._dst = rasterio.open(
+        dst = rasterio.open(
             self._scratch,
             "w",
             driver="GTiff",
@@ -89,35 +100,41 @@ class CogWriter:
             blockysize=BLOCK_PX,
             sparse_ok=True,
         )
-        self._dst.set_band_description(1, layer.title)
-        self._dst.units = (layer.units,)
-        self._dst.update_tags(PRODUCT=layer.name, **dict(tags or {}))
+        dst.set_band_description(1, layer.title)
+        dst.units = (layer.units,)
+        dst.update_tags(PRODUCT=layer.name, **dict(tags or {}))
+        return dst
 
     def write(self, part: GeoBox, values: NDArray[np.generic]) -> None:
         """Write the pixels of ``part`` (a grid inside the whole raster's grid)."""
-        self._dst.write(
-            np.asarray(values, dtype=self.layer.dtype), 1, window=window_of(self.grid, part)
-        )
+        with writing(self.path):
+            self._dst.write(
+                np.asarray(values, dtype=self.layer.dtype), 1, window=window_of(self.grid, part)
+            )
 
     def close(self) -> Path:
         """Finish the COG and return its path."""
-        self._dst.close()
-        rasterio.shutil.copy(
-            self._scratch,
-            self.path,
-            driver="COG",
-            COMPRESS="DEFLATE",
-            PREDICTOR="YES",
-            BLOCKSIZE=BLOCK_PX,
-            OVERVIEW_RESAMPLING=self.layer.resampling.upper(),
-            NUM_THREADS="ALL_CPUS",
-        )
+        with writing(self.path):
+            self._dst.close()
+            rasterio.shutil.copy(
+                self._scratch,
+                self.path,
+                driver="COG",
+                COMPRESS="DEFLATE",
+                PREDICTOR="YES",
+                BLOCKSIZE=BLOCK_PX,
+                OVERVIEW_RESAMPLING=self.layer.resampling.upper(),
+                NUM_THREADS="ALL_CPUS",
+            )
         self._scratch.unlink()
         return self.path
 
     def abort(self) -> None:
         """Drop everything written so far."""
-        self._dst.close()
+        # Closing may fail again on a full disk; the file goes anyway, GDAL's complaint to
+        # logging (an environment), not to the terminal.
+        with rasterio.Env(), contextlib.suppress(rasterio.errors.RasterioError, CPLE_BaseError):
+            self._dst.close()
         self._scratch.unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
 

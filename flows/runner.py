@@ -1,0 +1,101 @@
+"""Run the monitor flow from the command line: checks first, then the API, then the flow.
+
+Everything that can be found wrong before the flow starts is found here, in seconds (the
+AOI, the output and cache folders, the source's settings, a period without scenes, the Dask
+scheduler, the Prefect API), while a temporary Prefect server starts in the background when
+no ``PREFECT_API_URL`` is configured (see :mod:`flows.api`). The terminal shows one
+progress bar and the warnings; Ctrl-C or SIGTERM stop the run within seconds, publish
+nothing and stop the server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+
+from agrimon import monitor as stages
+from agrimon.config import RunSpec
+from agrimon.errors import InterruptedRun
+from agrimon.progress import RunProgress, install_terminal_log
+from flows.api import TemporaryApi, check_api, drain_prefect
+
+
+def run_from_cli(spec: RunSpec, *, console: Console, verbose: bool = False) -> Path:
+    """Check the inputs, start or check the Prefect API and run the ``monitor`` flow.
+
+    Args:
+        spec: Run parameters.
+        console: Standard error, for the progress bar and log lines.
+        verbose: Show Prefect's INFO lines (task runs) too.
+
+    Returns:
+        The product folder.
+
+    Raises:
+        AgrimonError: A problem with the inputs, the source, the API or the products.
+        InterruptedRun: Ctrl-C or SIGTERM; nothing was published.
+    """
+    with ExitStack() as stack, _signals_interrupt():
+        progress = stack.enter_context(RunProgress(console))
+        progress.status("checking the inputs")
+        aoi = stages.check_inputs(spec)
+        api = None
+        if not os.environ.get("PREFECT_API_URL"):
+            api = TemporaryApi(status=progress.status)
+            stack.callback(api.stop)
+            api.start()  # boots while the source is searched and Prefect imported
+        progress.status("finding scenes")
+        stages.preflight(spec, aoi)
+        progress.status("loading Prefect")
+        # Send the library's own log records (tile progress) to Prefect's UI as well.
+        os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "agrimon")
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from flows.monitor import monitor
+
+        install_terminal_log(console, progress=progress, verbose=verbose)
+        configured = PREFECT_API_URL.value()  # also from a Prefect profile
+        if configured:
+            if api is not None:
+                api.stop()
+            check_api(configured)
+            url = configured
+        else:
+            assert api is not None
+            url = api.wait()
+        progress.status("planning")
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            try:
+                folder: Path = monitor(spec)
+            finally:
+                drain_prefect()
+        return folder
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """Turn Ctrl-C and SIGTERM into :class:`InterruptedRun` (exit 130 or 143)."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        signum = err.args[0] if err.args and isinstance(err.args[0], int) else signal.SIGINT
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        interrupted = InterruptedRun(
+            f"interrupted by {name}: the run stopped and published nothing; rerun the same "
+            "command to start again"
+        )
+        interrupted.exit_code = 128 + signum
+        raise interrupted from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
