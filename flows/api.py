@@ -44,6 +44,7 @@ from agrimon.errors import ConfigError, OrchestrationError
 #: Longest wait for a temporary server to answer; a healthy one needs 5–40 s.
 START_TIMEOUT_S = 600.0
 _POLL_S = 0.2
+_DRAIN_S = 10.0
 _DEFAULT_HOME = Path("~") / ".prefect"
 
 # Server settings: no UI, no telemetry, only the services an ephemeral server runs.
@@ -84,9 +85,9 @@ def drain_prefect() -> None:
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
-    with suppress(RuntimeError):  # a worker that never started
-        APILogWorker.instance().drain()
-    EventsWorker.drain_all()
+    # Bounded: a server that went away must not hold the command line.
+    APILogWorker.drain_all(timeout=_DRAIN_S)
+    EventsWorker.drain_all(timeout=_DRAIN_S)
 
 
 def _sqlite_url(path: Path) -> str:
@@ -289,8 +290,10 @@ class TemporaryApi:
         )
 
     def _try_lock(self) -> bool:
-        import fcntl
-
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): concurrent first runs may both migrate
+            return True
         handle = (self.folder / "template.lock").open("ab")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -41,7 +41,7 @@ def run_from_cli(spec: RunSpec, *, console: Console, verbose: bool = False) -> P
         AgrimonError: A problem with the inputs, the source, the API or the products.
         InterruptedRun: Ctrl-C or SIGTERM; nothing was published.
     """
-    with ExitStack() as stack, _signals_interrupt():
+    with _signals_interrupt(), ExitStack() as stack:
         progress = stack.enter_context(RunProgress(console))
         progress.status("checking the inputs")
         aoi = stages.check_inputs(spec)

@@ -127,12 +127,16 @@ def test_first_runs_on_a_fresh_loaded_machine_start_reliably_two_at_once(
     assert sorted(p.name for p in (home / "agrimon-api").glob("template-*.db")) != []
 
 
+#: A run long enough to be caught computing: a season of 512-px tiles.
+SEASON = ("--start", "2023-11-01", "--end", "2024-03-31", "--tile-px", "512")
+
+
 def _start_and_wait_for_pixels(
     out: Path, env: dict[str, str]
 ) -> tuple[subprocess.Popen[str], list[int]]:
-    """Start a year-long run; return once it computes pixels (its staging folder exists)."""
+    """Start a season's run; return once it computes pixels (its staging folder exists)."""
     proc = subprocess.Popen(
-        [str(AGRIMON), "run", "--out", str(out), "--tile-px", "512"],
+        [str(AGRIMON), "run", *SEASON, "--out", str(out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -196,15 +200,11 @@ def test_sigkill_leaves_no_process_and_the_next_run_cleans_up(tmp_path: Path) ->
     # Someone's own hidden folder beside the products is not touched by the cleanup.
     (out / "grootfontein" / ".notes").mkdir()
     # The next run of the same AOI and period removes what the killed one left behind.
-    again = _run(["run", "--out", str(out), "--tile-px", "512", "--no-phenology"], env)
+    again = _run(["run", *SEASON, "--out", str(out), "--no-phenology"], env)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert Path(again.stdout.strip().splitlines()[-1]) == out / "grootfontein" / (
-        "2023-07-01_2024-06-30"
-    )
-    assert sorted(p.name for p in (out / "grootfontein").iterdir()) == [
-        ".notes",
-        "2023-07-01_2024-06-30",
-    ]
+    final = out / "grootfontein" / "2023-11-01_2024-03-31"
+    assert Path(again.stdout.strip().splitlines()[-1]) == final
+    assert sorted(p.name for p in (out / "grootfontein").iterdir()) == [".notes", final.name]
     assert _api_files(home) == []
 
 
@@ -408,3 +408,61 @@ def test_verbose_brings_prefects_lines_back(tmp_path: Path) -> None:
     assert "Task run 'plan tiles" in proc.stderr and "Finished in state Completed" in proc.stderr
     assert "agrimon.monitor - computing tiles 1-2 of 4" in proc.stderr
     assert proc.stdout.strip() == str(tmp_path / "out" / "grootfontein" / "2024-02-01_2024-02-15")
+
+
+def _peak_rss(args: Sequence[str], env: dict[str, str]) -> int:
+    """Peak resident memory (VmHWM) of an ``agrimon`` process, in bytes, read as it runs."""
+    proc = subprocess.Popen(
+        [str(AGRIMON), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    status = Path(f"/proc/{proc.pid}/status")
+    peak = 0
+    while proc.poll() is None:
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) * 1024)
+        except OSError:  # it just ended
+            pass
+        time.sleep(0.05)
+    _, err = proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    return peak
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "case",
+    [
+        "demo",  # the default year: 4 tiles, 73 dates, phenology
+        "ten-days",  # a short run: the process itself is most of it
+        "multi-zone-county",  # Vihiga county, Kenya: UTM 36N and 36S, full tiles
+    ],
+)
+def test_the_plans_peak_memory_is_within_a_quarter_of_the_measured_peak(
+    tmp_path: Path, case: str
+) -> None:
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc to read a process's peak memory")
+    from agrimon import monitor as stages
+    from agrimon.config import make_spec
+
+    period = {} if case == "demo" else {"start": "2024-02-01", "end": "2024-02-10"}
+    args = [a for k, v in period.items() for a in (f"--{k}", v)]
+    spec = make_spec(**period)
+    if case == "multi-zone-county":
+        import geopandas as gpd
+
+        from .conftest import real_path
+
+        counties = gpd.read_file(real_path("aoi", "kenya_counties.geojson"))
+        aoi = tmp_path / "vihiga.geojson"
+        counties[counties["county"].str.lower() == "vihiga"].to_file(aoi, driver="GeoJSON")
+        args = [str(aoi), *args]
+        spec = make_spec(aoi=aoi, **period)
+    plan = stages.make_plan(spec)
+    if case == "multi-zone-county":
+        assert len(plan.zones) == 2
+    estimate = plan.peak_memory_bytes()
+    measured = _peak_rss(["run", *args, "--out", str(tmp_path / "out")], _env(tmp_path / "p"))
+    assert 0.75 * measured <= estimate <= 1.25 * measured, (estimate / 2**20, measured / 2**20)

@@ -30,6 +30,8 @@ _DISK_ERRNOS = {
     errno.EPERM: "permission denied",
     errno.EIO: "an input/output error occurred",
 }
+#: GDAL's block cache while products are written, MB: enough for a COG's overviews.
+GDAL_CACHE_MB = 64
 # Free space below which a failed write is put down to a full disk.
 _FULL_BYTES = 4 << 20
 _STAGE = re.compile(r"\.(?P<name>.+)\.(?:partial|old)-(?:(?P<pid>\d+)-)?[0-9a-f]{8}")
@@ -171,7 +173,7 @@ def writing(path: Path) -> Iterator[None]:
     """Turn a failure to write ``path`` (GDAL, OGR or the OS) into a one-line ProductError.
 
     GDAL's own messages go to Python's logging meanwhile (a rasterio environment), not
-    straight to standard error.
+    straight to standard error, and its block cache is :data:`GDAL_CACHE_MB`.
     """
     import pyogrio.errors
     import rasterio
@@ -179,7 +181,9 @@ def writing(path: Path) -> Iterator[None]:
     from rasterio._err import CPLE_BaseError
 
     try:
-        with rasterio.Env():
+        # A fixed block cache: GDAL's default (5 % of RAM) lets a COG's overviews take as
+        # much memory as the mosaic, so memory would grow with the AOI and the machine.
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
             yield
     except (
         OSError,
