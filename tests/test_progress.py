@@ -18,6 +18,19 @@ def _console() -> tuple[Console, io.StringIO]:
     return Console(file=buffer, force_terminal=False, width=200), buffer
 
 
+def _prefect_logger(name: str, *, verbose: bool) -> tuple[TerminalLog, io.StringIO, logging.Logger]:
+    """A Prefect-like logger printing only through a TerminalLog into a buffer."""
+    console, buffer = _console()
+    handler = TerminalLog(
+        console, verbose=verbose, formatter=logging.Formatter("%(levelname)s %(message)s")
+    )
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)  # as Prefect sets its loggers
+    logger.propagate = False
+    return handler, buffer, logger
+
+
 def _tiles(logger: logging.Logger, done: int, running: int, total: int) -> None:
     logger.info("tiles %d+%d of %d", done, running, total, extra={TILES: (done, running, total)})
 
@@ -56,12 +69,7 @@ def test_the_bar_follows_tiles_and_dask_tasks_and_never_moves_back() -> None:
 
 
 def test_terminal_log_shows_warnings_and_hides_info_and_user_errors() -> None:
-    console, buffer = _console()
-    handler = TerminalLog(console, formatter=logging.Formatter("%(levelname)s %(message)s"))
-    logger = logging.getLogger("prefect.task_runs.test")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)  # as Prefect sets its loggers
-    logger.propagate = False
+    handler, buffer, logger = _prefect_logger("prefect.task_runs.test", verbose=False)
     try:
         logger.info("Finished in state Completed()")
         logger.warning("a warning the user should see")
@@ -85,14 +93,7 @@ def test_terminal_log_shows_warnings_and_hides_info_and_user_errors() -> None:
 
 
 def test_verbose_terminal_log_shows_info_and_user_errors_in_one_line() -> None:
-    console, buffer = _console()
-    handler = TerminalLog(
-        console, verbose=True, formatter=logging.Formatter("%(levelname)s %(message)s")
-    )
-    logger = logging.getLogger("prefect.task_runs.verbose")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)  # as Prefect sets its loggers
-    logger.propagate = False
+    handler, buffer, logger = _prefect_logger("prefect.task_runs.verbose", verbose=True)
     try:
         logger.info("Finished in state Completed()")
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
@@ -326,6 +327,25 @@ def test_a_tile_missing_a_date_counts_its_pixels_as_not_clear() -> None:
 ACROSS = box(35.99, -0.005, 36.01, 0.005)
 
 
+def _footprint_table(
+    data: Sequence[tuple[Tile, xr.Dataset, Bools]], zones: gpd.GeoDataFrame
+) -> pd.DataFrame:
+    """The table of tile partials made with each tile's footprint, as the monitor makes them."""
+    return zonal_table(
+        combine_partials(
+            zonal_partial(
+                stack,
+                zones,
+                clear=clear,
+                geobox=tile.geobox,
+                inside=inside_mask(tile),
+                footprint=tile.footprint,
+            )
+            for tile, stack, clear in data
+        )
+    )
+
+
 def _tile_stack(rng: np.random.Generator, tile: Tile, times: list[str]) -> tuple[xr.Dataset, Bools]:
     """Random float32-valued NDVI on a tile's geobox at ``times``, and a clear mask."""
     shape = (len(times), *tile.geobox.shape)
@@ -351,19 +371,7 @@ def test_a_pass_across_utm_zones_gives_one_row_per_zone_and_day() -> None:
         times = [f"2024-03-05T{clock}:{k:02d}", f"2024-03-15T{clock}:30"]
         data.append((tile, *_tile_stack(rng, tile, times)))
     assert {tile.epsg for tile, _, _ in data} == {32636, 32637, 32736, 32737}
-    table = zonal_table(
-        combine_partials(
-            zonal_partial(
-                stack,
-                zones,
-                clear=clear,
-                geobox=tile.geobox,
-                inside=inside_mask(tile),
-                footprint=tile.footprint,
-            )
-            for tile, stack, clear in data
-        )
-    )
+    table = _footprint_table(data, zones)
     # One row per zone and day, labelled by the (local solar) date at 00:00.
     assert len(table) == 3 * 2 and table.time.dtype == "datetime64[ns]"
     days = list(pd.to_datetime(["2024-03-05", "2024-03-15"]))
@@ -608,19 +616,7 @@ def test_fields_smaller_than_a_pixel_are_the_aoi_and_keep_their_pixel() -> None:
     rng = np.random.default_rng(31)
     times = ["2024-03-05T07:54", "2024-03-15T07:54"]
     data = [(tile, *_tile_stack(rng, tile, times)) for tile in tiles]
-    table = zonal_table(
-        combine_partials(
-            zonal_partial(
-                stack,
-                zones,
-                clear=clear,
-                geobox=tile.geobox,
-                inside=inside_mask(tile),
-                footprint=tile.footprint,
-            )
-            for tile, stack, clear in data
-        )
-    )
+    table = _footprint_table(data, zones)
     for zone_id, (epsg, x, y) in zip(zones.zone_id, points, strict=True):
         want = []
         for tile, stack, clear in data:

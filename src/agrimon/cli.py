@@ -79,11 +79,12 @@ def _guard(action: Callable[[], T]) -> T:
     """
     try:
         return action()
-    except KeyboardInterrupt:
-        err = InterruptedRun("interrupted by Ctrl-C: stopped; nothing was written")
-        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(code=err.exit_code) from None
-    except AgrimonError as err:
+    except (AgrimonError, KeyboardInterrupt) as caught:
+        err = (
+            caught
+            if isinstance(caught, AgrimonError)
+            else InterruptedRun("interrupted by Ctrl-C: stopped; nothing was written")
+        )
         err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=err.exit_code) from None
 

@@ -30,7 +30,7 @@ from agrimon.grid import Tile, geobox_for, zone_pieces
 from agrimon.indices import composites, masks, phenology, spectral, zonal
 from agrimon.plan import TILES_IN_FLIGHT, RunPlan, TilePlan, monitor_bands, plan_run
 from agrimon.products.catalog import ZoneProducts, write_catalog
-from agrimon.products.cog import CogWriter, Layer
+from agrimon.products.cog import BLOCK_PX, CogWriter, Layer, window_of
 from agrimon.products.folder import check_output_folder, staged_folder, writing
 from agrimon.products.manifest import write_manifest
 from agrimon.progress import TILES
@@ -381,19 +381,30 @@ def zone_grids(tiles: Sequence[Tile]) -> dict[int, GeoBox]:
 
 
 def product_bytes(plan: RunPlan) -> int:
-    """Disk space a run needs at its peak, in bytes.
+    """Disk space a run needs at its peak, in bytes (an upper bound).
 
-    While the mosaics are assembled every layer has an uncompressed scratch GeoTIFF (the
-    COGs replace them one by one, compressed); the tables take about 100 bytes per zone,
-    date and index. A tenth more for headers, overviews and the catalog.
+    While the mosaics are assembled every layer has a scratch GeoTIFF, uncompressed but
+    sparse: only the blocks a tile touches take space. The first COG is made while every
+    scratch file still exists (at most its scratch's size, and a third more for overviews);
+    later ones replace scratch files, compressed. The tables take about 100 bytes per zone,
+    date and index; a megabyte more for the catalog and manifest.
     """
-    per_pixel = sum(np.dtype(layer.dtype).itemsize for layer in product_layers(plan.spec).values())
-    pixels = sum(
-        int(g.shape[0]) * int(g.shape[1]) for g in zone_grids([t.tile for t in plan.tiles]).values()
-    )
+    layers = product_layers(plan.spec).values()
+    sizes = [np.dtype(layer.dtype).itemsize for layer in layers]
+    tiles = [t.tile for t in plan.tiles]
+    blocks = 0
+    for epsg, grid in zone_grids(tiles).items():
+        touched: set[tuple[int, int]] = set()
+        for tile in (t for t in tiles if t.epsg == epsg):
+            win = window_of(grid, tile.geobox)
+            rows = range(win.row_off // BLOCK_PX, -(-(win.row_off + win.height) // BLOCK_PX))
+            cols = range(win.col_off // BLOCK_PX, -(-(win.col_off + win.width) // BLOCK_PX))
+            touched.update((r, c) for r in rows for c in cols)
+        blocks += len(touched)
+    scratch = blocks * BLOCK_PX**2
     dates = len({s.time.date() for t in plan.tiles for s in t.scenes})
     tables = 100 * len(plan.aoi.zones) * dates * len(plan.spec.indices)
-    return int(1.1 * (pixels * per_pixel + tables)) + (1 << 20)
+    return scratch * sum(sizes) + scratch * max(sizes) * 4 // 3 + tables + (1 << 20)
 
 
 def _union_bounds(
