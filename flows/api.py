@@ -40,6 +40,7 @@ from typing import IO
 import httpx
 
 from agrimon.errors import ConfigError, OrchestrationError
+from agrimon.products.folder import pid_alive
 
 #: Longest wait for a temporary server to answer; a healthy one needs 5–40 s.
 START_TIMEOUT_S = 600.0
@@ -92,16 +93,6 @@ def drain_prefect() -> None:
 
 def _sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
 
 
 class TemporaryApi:
@@ -325,7 +316,7 @@ class TemporaryApi:
         """Remove what runs that were killed left behind (their pid is gone)."""
         for path in self.folder.glob("run-*.db"):
             match = re.fullmatch(r"(run-(\d+)-[0-9a-f]+)\.db", path.name)
-            if match and not _pid_alive(int(match.group(2))):
+            if match and not pid_alive(int(match.group(2))):
                 for stale in self._run_files(match.group(1)):
                     stale.unlink(missing_ok=True)
 

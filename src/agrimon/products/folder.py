@@ -135,7 +135,7 @@ def remove_stale_stages(final: Path) -> list[Path]:
         if match is None or match["name"] != final.name or not path.is_dir():
             continue
         pid = match["pid"]
-        if pid is not None and _pid_alive(int(pid)):
+        if pid is not None and pid_alive(int(pid)):
             continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
@@ -147,7 +147,8 @@ def glob_escape(text: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", text)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (this process included): whose stale files to keep."""
     if pid == os.getpid():
         return True
     try:
