@@ -1,0 +1,1 @@
+"""Invasive woody vegetation (bush encroachment): features, labels, model, training, inference."""
