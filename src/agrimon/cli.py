@@ -138,6 +138,14 @@ _RUN_OPTIONS: list[tuple[str, Any, Any]] = [
         "Dask scheduler, e.g. tcp://host:8786 (else DASK_SCHEDULER_ADDRESS).",
         "URL",
     ),
+    _option(
+        "invasive_model",
+        str,
+        "auto",
+        "Encroachment model to map with: a checkpoint, none, or auto (the shipped demo model "
+        "for demo runs).",
+        "PATH",
+    ),
     _option("level", Level, "l2a", "Processing level: l2a (with SCL) or l1c.", "[l2a|l1c]"),
     _option("max_cloud", float, 80.0, "Largest scene cloud cover.", "PERCENT"),
     _option(
@@ -205,21 +213,22 @@ def _spec(values: dict[str, Any]) -> RunSpec:
         start=values["start"].date(),
         end=values["end"].date(),
         source=values["source"],
-        out=values["out"],
+        out=values.get("out", DEFAULT_OUT),
         max_area_km2=values["max_area"],
         tile_px=values["tile_px"],
         chunk_px=values["chunk_px"],
         indices=values["indices"],
         phenology=values["phenology"],
+        invasive_model=values.get("invasive_model", "auto"),
         dask_address=values["dask_address"],
         source_settings=settings,
     )
 
 
 def with_run_options(
-    *extra: tuple[str, Any, Any],
+    *extra: tuple[str, Any, Any], skip: tuple[str, ...] = ()
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Give a command every option of ``_RUN_OPTIONS`` and ``extra``.
+    """Give a command every option of ``_RUN_OPTIONS`` (but ``skip``) and ``extra``.
 
     The command receives the validated spec, and the ``extra`` options as keywords.
     """
@@ -231,7 +240,7 @@ def with_run_options(
             rest = {name: values.pop(name) for name in names}
             command(_guard(lambda: _spec(values)), **rest)
 
-        options = [*_RUN_OPTIONS, *extra]
+        options = [*(o for o in _RUN_OPTIONS if o[0] not in skip), *extra]
         params = [
             inspect.Parameter(
                 name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
@@ -371,6 +380,46 @@ def cache_clear(cache_dir: CacheDirOpt = DEFAULT_CACHE_DIR) -> None:
     )
 
 
+labels_app = typer.Typer(
+    help="Training labels for the bush-encroachment model.", no_args_is_help=True
+)
+app.add_typer(labels_app, name="labels")
+
+
+@labels_app.command("template")
+def labels_template(
+    aoi: AoiArg = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="GeoPackage to write (.gpkg); an existing file is refused.",
+            metavar="FILE",
+        ),
+    ] = Path("labels.gpkg"),
+    classes: Annotated[
+        str,
+        typer.Option(
+            help="Classes of the drop-down, comma-separated (open: grassland, not encroached).",
+            metavar="LIST",
+        ),
+    ] = "encroached,open",
+) -> None:
+    """Write an empty GeoPackage to draw training labels in, with the AOI outline.
+
+    Open it in QGIS: each polygon drawn on its layer 'labels' gets its class from a
+    drop-down, and is coloured by class.
+    """
+    from agrimon.invasive.labels import TEMPLATE_LAYER, write_template
+
+    names = tuple(c.strip() for c in classes.split(","))
+    path = _guard(lambda: write_template(aoi or DEFAULT_AOI, out, names))
+    typer.echo(
+        f"wrote {path}: open it in QGIS, draw polygons on its layer '{TEMPLATE_LAYER}' "
+        f"inside the AOI outline and pick a class ({', '.join(names)}) for each"
+    )
+
+
 def _human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
@@ -378,6 +427,9 @@ def _human_bytes(n: float) -> str:
         n /= 1024
     raise AssertionError("unreachable")
 
+
+# The model commands register themselves on `app` (imported last: they use its helpers).
+import agrimon.cli_invasive  # noqa: E402, F401
 
 if __name__ == "__main__":
     sys.exit(app())

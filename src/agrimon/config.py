@@ -23,6 +23,10 @@ DEFAULT_END = date(2024, 6, 30)
 #: Shortest period for which phenology layers are computed.
 MIN_PHENOLOGY_DAYS = 120
 DEFAULT_OUT = Path("outputs")
+#: The shipped encroachment checkpoint, trained on the synthetic demo world (see its card).
+SHIPPED_INVASIVE_MODEL = (
+    Path(__file__).resolve().parents[2] / "models" / "invasive-demo" / "model.pt"
+)
 
 SourceName = Literal["demo", "stac", "sentinelhub", "local"]
 
@@ -47,6 +51,8 @@ class RunSpec(BaseModel):
             comma-separated string is accepted.
         dask_address: Dask scheduler to compute on (else ``DASK_SCHEDULER_ADDRESS``, else
             local threads).
+        invasive_model: Encroachment checkpoint to map with: a path, ``"none"``, or
+            ``"auto"`` (the shipped demo checkpoint for demo runs over a whole season).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -64,6 +70,7 @@ class RunSpec(BaseModel):
     dask_address: str | None = None
     indices: tuple[str, ...] = ("ndvi",)
     phenology: bool = True
+    invasive_model: str = "auto"
 
     @field_validator("indices", mode="before")
     @classmethod

@@ -49,6 +49,14 @@ class ProductError(AgrimonError):
     """Products cannot be written."""
 
 
+class ModelError(AgrimonError):
+    """A checkpoint, its model card or the features it is given cannot be used."""
+
+
+class TrainingError(AgrimonError):
+    """Training data cannot give an honest model or an honest accuracy figure."""
+
+
 class OrchestrationError(AgrimonError):
     """The Prefect API a run needs cannot be reached or started."""
 
@@ -57,3 +65,7 @@ class InterruptedRun(AgrimonError):  # noqa: N818 - it is a stop, not a failure
     """A run was stopped by a signal (Ctrl-C, SIGTERM); nothing was published."""
 
     exit_code = 130
+
+
+class LabelError(AgrimonError):
+    """Training labels cannot be read, rasterised or written."""

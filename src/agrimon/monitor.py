@@ -8,6 +8,7 @@ chunk size, not the AOI.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -28,6 +29,9 @@ from agrimon.config import RunSpec
 from agrimon.errors import SourceError
 from agrimon.grid import Tile, geobox_for, zone_pieces
 from agrimon.indices import composites, masks, phenology, spectral, zonal
+from agrimon.invasive.card import model_config
+from agrimon.invasive.features import SEASON_V1, feature_stack, season_window
+from agrimon.invasive.pipeline import TileMapper, check_monitor_model, monitor_model
 from agrimon.plan import TILES_IN_FLIGHT, RunPlan, TilePlan, monitor_bands, plan_run
 from agrimon.products.catalog import ZoneProducts, write_catalog
 from agrimon.products.cog import BLOCK_PX, CogWriter, Layer, window_of
@@ -35,8 +39,12 @@ from agrimon.products.folder import check_output_folder, staged_folder, writing
 from agrimon.products.manifest import write_manifest
 from agrimon.progress import TILES
 from agrimon.sources import get_source
+from agrimon.sources.base import ALL_BANDS
 
 _log = logging.getLogger(__name__)
+
+#: Demo runs score their encroachment map against the demo truth into this file.
+INVASIVE_ACCURACY = "invasive_accuracy.json"
 
 CLEAR_COUNT = Layer(
     "clear_count", "Number of clear-sky observations", "uint16", 65535, "count", "nearest"
@@ -102,6 +110,8 @@ class TileComposite:
     Attributes:
         tile: The tile.
         layers: Seasonal raster layers by product name.
+        features: The encroachment model's features, when the run maps with a per-pixel
+            model (computed with the other layers, from the same scenes).
         series: Index time series, NaN where not clear (for the zonal statistics).
         clear: Clear-sky mask ``(time, y, x)``.
     """
@@ -110,6 +120,7 @@ class TileComposite:
     layers: dict[str, xr.DataArray]
     series: xr.Dataset
     clear: xr.DataArray
+    features: xr.DataArray | None = None
 
 
 def make_plan(spec: RunSpec) -> RunPlan:
@@ -133,6 +144,7 @@ def check_inputs(spec: RunSpec) -> Aoi:
     if spec.source != "demo" and not settings.no_cache:
         settings.cache().check(for_writing=not settings.offline)
     get_source(spec.source, settings).check()
+    check_monitor_model(spec)
     return aoi
 
 
@@ -183,16 +195,18 @@ def require_scenes(plan: RunPlan) -> None:
 
 
 def load_stack(spec: RunSpec, tile_plan: TilePlan) -> xr.Dataset:
-    """Lazy scene stack of one tile with the bands the monitor needs."""
+    """Lazy scene stack of one tile with the bands the monitor needs.
+
+    With an encroachment model that is every band (its features use them all).
+    """
     if not tile_plan.scenes:
         raise SourceError(
             f"source '{spec.source}' has no scenes for tile {tile_plan.tile.id} between "
             f"{spec.start} and {spec.end}: widen the period with --start/--end"
         )
     source = get_source(spec.source, spec.source_settings)
-    return source.load(
-        tile_plan.tile, tile_plan.scenes, bands=monitor_bands(spec), chunk_px=spec.chunk_px
-    )
+    bands = ALL_BANDS if monitor_model(spec) is not None else monitor_bands(spec)
+    return source.load(tile_plan.tile, tile_plan.scenes, bands=bands, chunk_px=spec.chunk_px)
 
 
 def composite_tile(spec: RunSpec, tile: Tile, stack: xr.Dataset) -> TileComposite:
@@ -207,7 +221,18 @@ def composite_tile(spec: RunSpec, tile: Tile, stack: xr.Dataset) -> TileComposit
         season = phenology.phenology(series[first], params)
         for metric in PHENOLOGY_LAYERS:
             layers[f"{first}_{metric}"] = season[metric]
-    return TileComposite(tile=tile, layers=layers, series=series, clear=clear)
+    features = None
+    model = monitor_model(spec)
+    if model is not None and model_config(model).halo == 0:
+        params = phenology_params(southern=tile.hemisphere == "S")
+        features = feature_stack(
+            stack,
+            SEASON_V1,
+            season=season_window(spec.start, spec.end, params),
+            params=params,
+            invalid_scl=spec.invalid_scl,
+        )
+    return TileComposite(tile=tile, layers=layers, series=series, clear=clear, features=features)
 
 
 def inside_mask(tile: Tile) -> np.ndarray:
@@ -222,15 +247,23 @@ def inside_mask(tile: Tile) -> np.ndarray:
 
 
 def _write_tiles(
-    comps: Sequence[TileComposite], writers: dict[str, CogWriter], zones: gpd.GeoDataFrame
+    comps: Sequence[TileComposite],
+    writers: dict[str, CogWriter],
+    zones: gpd.GeoDataFrame,
+    mapper: TileMapper | None = None,
 ) -> list[zonal.ZonalPartial]:
     """Compute a few tiles in one pass and write their layers, nodata outside the AOI.
+
+    With a ``mapper``, the encroachment map of each tile is made from its features and
+    written too.
 
     Returns:
         The tiles' per-zone partial statistics.
     """
-    names = list(writers)
-    lazy = [(*(comp.layers[n] for n in names), comp.series, comp.clear) for comp in comps]
+    names = [n for n in writers if mapper is None or n not in mapper.layers]
+    lazy = [
+        (*(comp.layers[n] for n in names), comp.features, comp.series, comp.clear) for comp in comps
+    ]
     computed = compute(*lazy)  # type: ignore[no-untyped-call]
     partials = []
     for comp, values in zip(comps, computed, strict=True):
@@ -238,7 +271,11 @@ def _write_tiles(
         for name, arr in zip(names, values, strict=False):
             nodata = writers[name].layer.nodata
             writers[name].write(comp.tile.geobox, np.where(inside, np.asarray(arr), nodata))
-        series, clear = values[-2], values[-1]
+        features, series, clear = values[-3], values[-2], values[-1]
+        if mapper is not None:
+            mapped = mapper.map(comp.tile, None if features is None else np.asarray(features))
+            for name, arr in zip(mapper.layers, mapped, strict=True):
+                writers[name].write(comp.tile.geobox, arr)
         partials.append(
             zonal.zonal_partial(
                 series,
@@ -267,6 +304,10 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
     grids = zone_grids([r.tile for r in results])
     zones = sorted(grids)
     layers = product_layers(spec)
+    loaded = check_monitor_model(spec)
+    mapper = TileMapper(spec, loaded, plan.tiles) if loaded is not None else None
+    if mapper is not None:
+        layers = {**layers, **mapper.layers}
     partials: list[zonal.ZonalPartial] = []
     done = 0
     with staged_folder(final) as folder, connect(spec.dask_address):
@@ -293,7 +334,7 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
                 for i in range(0, len(in_zone), TILES_IN_FLIGHT):
                     batch = in_zone[i : i + TILES_IN_FLIGHT]
                     _report_tiles(done, batch, len(results))
-                    partials += _write_tiles(batch, writers, plan.aoi.zones)
+                    partials += _write_tiles(batch, writers, plan.aoi.zones, mapper)
                     done += len(batch)
             footprint = zone_pieces(plan.aoi.geometry)[epsg]
             zone_products.append(
@@ -303,6 +344,11 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
             )
         _report_tiles(done, (), len(results))
         tables = write_zone_tables(folder, plan, partials)
+        accuracy = mapper.accuracy() if mapper is not None else None
+        if accuracy is not None:
+            path = folder / INVASIVE_ACCURACY
+            path.write_text(json.dumps(accuracy, indent=2) + "\n")
+            tables["invasive_accuracy"] = path
         run_id = f"{plan.aoi.name}-{spec.period}"
         write_catalog(
             folder,

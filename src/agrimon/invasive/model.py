@@ -11,6 +11,9 @@ that a pixel sees its neighbourhood (:data:`SPATIAL_HALO` pixels on each side).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -45,7 +48,7 @@ class ModelConfig:
     per_step: int
     static: int
     classes: int
-    width: int = 32
+    width: int = 16
     hidden: int = 64
     dropout: float = 0.2
 
@@ -64,23 +67,36 @@ class ModelConfig:
         return asdict(self)
 
 
+#: Longest series the second convolution runs over; longer ones are average-pooled first.
+MAX_POOLED_STEPS = 16
+
+
 class TemporalEncoder(nn.Module):
-    """Per-pixel embedding: two 1-D convolutions along the steps, then a dense layer."""
+    """Per-pixel embedding: two convolutions along the steps, then a dense layer.
+
+    The convolutions are ``Conv2d`` with ``(1, k)`` kernels over ``(n, features, 1, steps)``
+    (measured about twice as fast on CPU as ``Conv1d``); series longer than
+    :data:`MAX_POOLED_STEPS` are average-pooled between the two, which keeps the cost of a
+    68-date series near that of a 16-date one.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         kernel = 3 if config.steps >= 3 else 1
+        pool = math.ceil(config.steps / MAX_POOLED_STEPS)
+        pooled = math.ceil(config.steps / pool)
         self.conv = nn.Sequential(
-            nn.Conv1d(config.per_step, config.width, kernel, padding=kernel // 2),
-            nn.BatchNorm1d(config.width),
+            nn.Conv2d(config.per_step, config.width, (1, kernel), padding=(0, kernel // 2)),
+            nn.BatchNorm2d(config.width),
             nn.ReLU(),
-            nn.Conv1d(config.width, config.width, kernel, padding=kernel // 2),
-            nn.BatchNorm1d(config.width),
+            nn.AvgPool2d((1, pool), ceil_mode=True) if pool > 1 else nn.Identity(),
+            nn.Conv2d(config.width, config.width, (1, kernel), padding=(0, kernel // 2)),
+            nn.BatchNorm2d(config.width),
             nn.ReLU(),
         )
         self.dense = nn.Sequential(
-            nn.Linear(config.width * config.steps + config.static, config.hidden),
+            nn.Linear(config.width * pooled + config.static, config.hidden),
             nn.BatchNorm1d(config.hidden),
             nn.ReLU(),
         )
@@ -88,9 +104,10 @@ class TemporalEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``(n, channels)`` pixels to ``(n, hidden)`` embeddings."""
         c = self.config
-        temporal = x[:, : c.steps * c.per_step].reshape(-1, c.steps, c.per_step).transpose(1, 2)
-        encoded = self.conv(temporal).flatten(1)
-        return self.dense(torch.cat([encoded, x[:, c.steps * c.per_step :]], dim=1))  # type: ignore[no-any-return]
+        temporal = x[:, : c.steps * c.per_step].reshape(-1, c.steps, c.per_step)
+        encoded = self.conv(temporal.transpose(1, 2)[:, :, None, :]).flatten(1)
+        static = x[:, c.steps * c.per_step :]
+        return self.dense(torch.cat([encoded, static], dim=1))  # type: ignore[no-any-return]
 
 
 def _pixels(x: Tensor) -> Tensor:
@@ -169,10 +186,28 @@ class FeatureScaler(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(b, c, y, x)`` raw features (NaN where missing) to standardised ones."""
-        z = (x - self.mean) / self.std
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        z = (x - mean) / std
         return torch.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).clamp(-10.0, 10.0)
 
 
 def build_classifier(config: ModelConfig, mean: Tensor, std: Tensor) -> nn.Sequential:
     """Scaler and model in one module: raw features in, logits out."""
     return nn.Sequential(FeatureScaler(mean, std), build_model(config))
+
+
+@contextmanager
+def torch_threads(n: int = 1) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads, then restore the previous count.
+
+    Training and tile inference default to one thread: their batches are small, and on a
+    laptop whose cores are busy OpenMP's waiting threads made a training step 20× slower
+    with two threads than with one (measured: 1.6 s against 0.08 s per 2048-pixel step
+    with both cores loaded).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -97,6 +97,10 @@ _TABLE_TYPES = {
     "parquet": ("application/vnd.apache.parquet", "Per-zone index time series (Parquet)"),
     "csv": ("text/csv", "Per-zone index time series (CSV)"),
     "gpkg": ("application/geopackage+sqlite3", "Per-zone index time series with zone polygons"),
+    "invasive_accuracy": (
+        "application/json",
+        "Encroachment map scored against the demo truth (demo runs)",
+    ),
 }
 
 
@@ -116,7 +120,7 @@ def _tables_item(
     for fmt, path in tables.items():
         media_type, title = _TABLE_TYPES[fmt]
         item.add_asset(
-            f"zonal_stats_{fmt}",
+            fmt if fmt == "invasive_accuracy" else f"zonal_stats_{fmt}",
             pystac.Asset(
                 href=str(path.resolve()), media_type=media_type, title=title, roles=["data"]
             ),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
@@ -35,6 +37,13 @@ class Layer:
         units: Units of the values (``1`` for indices).
         resampling: Overview resampling, ``average`` for continuous values, ``nearest`` for
             counts and classes.
+        palette: RGBA colours of the pixel values 0, 1, 2, … of a class raster (a GDAL colour
+            table, stored in the COG itself); empty for continuous values. Only for ``uint8``
+            and ``uint16`` rasters.
+        categories: Names of the pixel values 0, 1, 2, … of a class raster (``""`` for an
+            unnamed value such as nodata). GDAL keeps category names in a ``.aux.xml``
+            sidecar beside the COG, which QGIS and GDAL read; the names are also written into
+            the COG as the band tag ``CATEGORY_NAMES`` (a JSON list).
     """
 
     name: str
@@ -43,6 +52,29 @@ class Layer:
     nodata: float
     units: str
     resampling: str = "average"
+    palette: tuple[tuple[int, int, int, int], ...] = ()
+    categories: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.palette and self.dtype not in ("uint8", "uint16"):
+            raise ValueError(f"a palette needs a uint8 or uint16 raster, not {self.dtype}")
+        if any(len(c) != 4 or not all(0 <= v <= 255 for v in c) for c in self.palette):
+            raise ValueError("palette entries are (red, green, blue, alpha), each 0..255")
+
+
+def _pam_categories(names: tuple[str, ...]) -> str:
+    """GDAL's sidecar (``.aux.xml``) text naming band 1's pixel values ``0, 1, …``."""
+    items = "".join(f"<Category>{escape(n)}</Category>" for n in names)
+    return (
+        '<PAMDataset><PAMRasterBand band="1">'
+        f"<CategoryNames>{items}</CategoryNames>"
+        "</PAMRasterBand></PAMDataset>\n"
+    )
+
+
+def _sidecar(path: Path) -> Path:
+    """GDAL's auxiliary metadata file of ``path``."""
+    return path.with_name(path.name + ".aux.xml")
 
 
 def window_of(grid: GeoBox, part: GeoBox) -> Window:
@@ -103,6 +135,10 @@ class CogWriter:
         dst.set_band_description(1, layer.title)
         dst.units = (layer.units,)
         dst.update_tags(PRODUCT=layer.name, **dict(tags or {}))
+        if layer.palette:
+            dst.write_colormap(1, dict(enumerate(layer.palette)))
+        if layer.categories:
+            dst.update_tags(1, CATEGORY_NAMES=json.dumps(list(layer.categories)))
         return dst
 
     def write(self, part: GeoBox, values: NDArray[np.generic]) -> None:
@@ -113,9 +149,13 @@ class CogWriter:
             )
 
     def close(self) -> Path:
-        """Finish the COG and return its path."""
+        """Finish the COG and return its path (and its ``.aux.xml`` for category names)."""
         with writing(self.path):
             self._dst.close()
+            if self.layer.categories:
+                # The COG driver carries the colour table over itself, category names only
+                # from the source's sidecar into the target's.
+                _sidecar(self._scratch).write_text(_pam_categories(self.layer.categories))
             rasterio.shutil.copy(
                 self._scratch,
                 self.path,
@@ -127,6 +167,7 @@ class CogWriter:
                 NUM_THREADS="ALL_CPUS",
             )
         self._scratch.unlink()
+        _sidecar(self._scratch).unlink(missing_ok=True)
         return self.path
 
     def abort(self) -> None:
@@ -136,7 +177,10 @@ class CogWriter:
         with rasterio.Env(), contextlib.suppress(rasterio.errors.RasterioError, CPLE_BaseError):
             self._dst.close()
         self._scratch.unlink(missing_ok=True)
+        _sidecar(self._scratch).unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
+        if self.layer.categories:
+            _sidecar(self.path).unlink(missing_ok=True)
 
     def __enter__(self) -> CogWriter:
         return self

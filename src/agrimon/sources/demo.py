@@ -2,8 +2,9 @@
 
 Pixels come from :mod:`agrimon.sources.synth`, rendered lazily one dask chunk at a time:
 building a stack for a 100 × 100 km AOI costs a graph, not pixels. The source also hands out
-its ground truth (cover classes, the woody-encroachment mask, crop fields with yields and
-crop calendars) for training and scoring the later models.
+its ground truth (dominant cover classes, the encroaching shrub cover fraction and the
+encroachment mask, crop fields with yields and crop calendars) for training and scoring the
+later models.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 from pyproj import Transformer
-from shapely.geometry import box
+from shapely import segmentize
+from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
 from agrimon.errors import SourceError
@@ -111,15 +113,34 @@ def render_stack(
 
 
 def lonlat_grid(geobox: GeoBox) -> tuple[np.ndarray, np.ndarray]:
-    """Longitude and latitude of every pixel centre of a grid (2-D arrays)."""
+    """Longitude and latitude of every pixel centre of a grid (2-D arrays).
+
+    Centres come from global pixel indices (see :func:`_centres`), so a pixel gets the same
+    lon/lat, bit for bit, in every block of a grid it is rendered in.
+    """
     ny, nx = geobox.shape
     a = geobox.affine
-    xs = a.c + a.a * (np.arange(nx) + 0.5)
-    ys = a.f + a.e * (np.arange(ny) + 0.5)
+    xs = _centres(a.c, a.a, nx)
+    ys = _centres(a.f, a.e, ny)
     xx, yy = np.meshgrid(xs, ys)
     tr = Transformer.from_crs(str(geobox.crs), "EPSG:4326", always_xy=True)
     lon, lat = tr.transform(xx, yy)
     return np.asarray(lon), np.asarray(lat)
+
+
+def _centres(origin: float, step: float, n: int) -> np.ndarray:
+    """Pixel-centre coordinates along one axis of a grid, from global pixel indices.
+
+    A block's origin is its grid's origin plus a whole number of pixels, rounded to a float:
+    ``origin + step * (i + 0.5)`` would give a pixel other low bits in another block. Here
+    the centre is ``step * (k + 0.5 + phase)`` for the pixel's index ``k`` on the lattice of
+    the grid (``phase``: the lattice's sub-pixel offset from 0, rounded, usually exactly 0),
+    which is the same in every block; on a 10 m grid with origins on whole metres it is
+    exactly ``origin + step * (i + 0.5)``.
+    """
+    first = round(origin / step)
+    phase = round(origin / step - first, 6)
+    return np.asarray(step * (np.arange(first, first + n, dtype=np.float64) + (0.5 + phase)))
 
 
 def _block_landscape(geobox: GeoBox) -> synth.Landscape:
@@ -146,29 +167,53 @@ def _render_block(
 # --- ground truth ---------------------------------------------------------------------
 
 
-def cover_truth(geobox: GeoBox) -> xr.DataArray:
-    """Cover class of every pixel (see ``synth.CLASS_NAMES``), computed now."""
-    land = _block_landscape(geobox)
+def _truth(geobox: GeoBox, values: np.ndarray, name: str, **attrs: str) -> xr.DataArray:
     coords = xr_coords(geobox, crs_coord_name="spatial_ref")
-    return xr.DataArray(
-        land.cover,
-        dims=("y", "x"),
-        coords=coords,
-        name="cover",
-        attrs={"classes": str(synth.CLASS_NAMES)},
-    )
+    return xr.DataArray(values, dims=("y", "x"), coords=coords, name=name, attrs=attrs)
+
+
+def cover_truth(geobox: GeoBox) -> xr.DataArray:
+    """Dominant cover class of every pixel (see ``synth.CLASS_NAMES``), computed now.
+
+    Woody canopy, grass and bare soil share most savanna pixels; the class is the largest
+    share (crop fields and ponds are whole pixels).
+    """
+    land = _block_landscape(geobox)
+    return _truth(geobox, land.cover, "cover", classes=str(synth.CLASS_NAMES))
+
+
+def woody_cover_truth(geobox: GeoBox) -> xr.DataArray:
+    """Fraction (0..1, float32) of every pixel under ENCROACHING shrub canopy, computed now.
+
+    Scattered large trees and riparian woodland are woody but not encroachment: they are not
+    counted (their cover shows in :func:`cover_truth` as ``TREES`` / ``RIPARIAN``).
+    """
+    land = _block_landscape(geobox)
+    return _truth(geobox, land.shrub.astype(np.float32), "woody_cover", units="1")
+
+
+def encroached_truth(geobox: GeoBox) -> xr.DataArray:
+    """Bush-encroachment mask (uint8), computed now.
+
+    1 where the encroaching shrub cover is at least ``synth.ENCROACHED_COVER`` (30 %), else 0.
+    """
+    land = _block_landscape(geobox)
+    values = land.encroached.astype(np.uint8)
+    return _truth(geobox, values, "encroached", threshold=str(synth.ENCROACHED_COVER))
 
 
 def woody_truth(geobox: GeoBox) -> xr.DataArray:
-    """Woody-encroachment mask (1 = woody shrubs) of every pixel, computed now."""
-    cover = cover_truth(geobox)
-    return (cover == synth.SHRUB).astype(np.uint8).rename("woody")
+    """Woody-encroachment mask of every pixel: :func:`encroached_truth` named ``woody``."""
+    return encroached_truth(geobox).rename("woody")
 
 
 def field_truth(
     geometry: BaseGeometry, seasons: Sequence[int], *, southern: bool = True
 ) -> tuple[gpd.GeoDataFrame, pd.DataFrame]:
     """Crop fields that intersect a lon/lat geometry, and their yields and calendars.
+
+    Fields are the cultivated Voronoi parcels of ``synth`` shrunk by their margin, exactly
+    the pixels rendered as crop (a pixel whose centre lies in a polygon is that field's).
 
     Args:
         geometry: Area in EPSG:4326.
@@ -181,28 +226,26 @@ def field_truth(
         ``peak_greenness`` and the dates of sowing, start, peak and end of season.
     """
     minx, miny, maxx, maxy = geometry.bounds
+    lons = np.array([minx, maxx, minx, maxx, minx, maxx], dtype=np.float64)
+    lats = np.array([miny, miny, maxy, maxy, 0.0, 0.0], dtype=np.float64)
+    if not miny < 0.0 < maxy:
+        lons, lats = lons[:4], lats[:4]
+    xs, ys = synth.planar_km(lons, lats)
+    step = synth.FIELD_KM
     grid_i, grid_j = np.meshgrid(
-        np.arange(
-            np.floor(minx / synth.FIELD_DEG), np.floor(maxx / synth.FIELD_DEG) + 1, dtype=np.int64
-        ),
-        np.arange(
-            np.floor(miny / synth.FIELD_DEG), np.floor(maxy / synth.FIELD_DEG) + 1, dtype=np.int64
-        ),
+        np.arange(np.floor(xs.min() / step) - 2, np.floor(xs.max() / step) + 3, dtype=np.int64),
+        np.arange(np.floor(ys.min() / step) - 2, np.floor(ys.max() / step) + 3, dtype=np.int64),
     )
     ci, cj = grid_i.ravel(), grid_j.ravel()
     keep = synth.is_field_cell(ci, cj)
     ci, cj = ci[keep], cj[keep]
-    m, d = synth.FIELD_MARGIN_DEG, synth.FIELD_DEG
-    polys = [
-        box(i * d + m, j * d + m, (i + 1) * d - m, (j + 1) * d - m)
-        for i, j in zip(ci, cj, strict=True)
-    ]
+    polys = [_parcel_lonlat(int(i), int(j)) for i, j in zip(ci, cj, strict=True)]
     fields = gpd.GeoDataFrame(
         {"field_id": [_field_id(int(i), int(j)) for i, j in zip(ci, cj, strict=True)]},
         geometry=polys,
         crs=4326,
     )
-    hit = fields.intersects(geometry).to_numpy()
+    hit = (~fields.is_empty & fields.intersects(geometry)).to_numpy()
     fields, ci, cj = fields[hit].reset_index(drop=True), ci[hit], cj[hit]
     fields["area_ha"] = fields.to_crs(fields.estimate_utm_crs()).area / 1e4 if len(fields) else []
 
@@ -225,6 +268,21 @@ def field_truth(
                 }
             )
     return fields, pd.DataFrame(rows)
+
+
+def _parcel_lonlat(ci: int, cj: int) -> BaseGeometry:
+    """Field polygon of parcel ``(ci, cj)`` in lon/lat.
+
+    The parcel is straight-edged in the planar (sinusoidal) kilometres of ``synth``; its
+    edges are densified every 10 m before going to lon/lat, where they bend slightly.
+    """
+    vertices = synth.parcel_polygon(ci, cj)
+    if len(vertices) < 3:
+        return Polygon()
+    ring = np.asarray(segmentize(Polygon(vertices), 0.01).exterior.coords)
+    lat = ring[:, 1] / synth.KM_PER_DEG_LAT
+    lon = ring[:, 0] / (synth.KM_PER_DEG_LON * np.cos(np.radians(lat)))
+    return Polygon(np.column_stack([lon, lat]))
 
 
 def _field_id(ci: int, cj: int) -> str:

@@ -22,8 +22,10 @@ fraction that follows the season.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import partial
 
 import numpy as np
 from numpy.typing import NDArray
@@ -37,14 +39,16 @@ SEED = 0x5A7A11
 EPOCH = date(2015, 7, 6)
 REVISIT_DAYS = 5
 
-# Cover classes of the truth map.
-GRASS, SHRUB, CROP, BARE, WATER = 1, 2, 3, 4, 5
+# Cover classes of the truth map (the dominant cover of each pixel).
+GRASS, SHRUB, CROP, BARE, WATER, TREES, RIPARIAN = 1, 2, 3, 4, 5, 6, 7
 CLASS_NAMES = {
     GRASS: "grassland",
     SHRUB: "woody shrubs",
     CROP: "crop",
     BARE: "bare soil",
     WATER: "water",
+    TREES: "large trees",
+    RIPARIAN: "riparian woodland",
 }
 
 # Sen2Cor scene classification codes used by the demo.
@@ -61,15 +65,41 @@ SHRUB_DRY = (0.050, 0.080, 0.080, 0.120, 0.200, 0.240, 0.250, 0.260, 0.240, 0.15
 SOIL = (0.100, 0.150, 0.200, 0.230, 0.250, 0.270, 0.280, 0.290, 0.380, 0.330)
 WATER_SPEC = (0.060, 0.050, 0.030, 0.020, 0.015, 0.012, 0.010, 0.010, 0.005, 0.003)
 CLOUD = (0.500, 0.500, 0.510, 0.520, 0.530, 0.540, 0.540, 0.550, 0.420, 0.320)
+# Large trees and riparian woodland: the measured forest of notes/spectra.md (2015-07-11,
+# visible bands as L2A), and the same canopy with its leaves thinned in the dry season.
+TREE_WET = (0.025, 0.050, 0.036, 0.068, 0.212, 0.273, 0.262, 0.300, 0.122, 0.052)
+TREE_DRY = (0.040, 0.065, 0.070, 0.100, 0.180, 0.215, 0.220, 0.235, 0.200, 0.120)
+# Fresh char and ash of a burnt grass layer (dark, NIR barely above red: NDVI about 0.2).
+BURNT = (0.035, 0.045, 0.060, 0.070, 0.080, 0.085, 0.090, 0.095, 0.150, 0.130)
 N_BANDS = 10
 RED, NIR = 2, 6
 
-# Fields: cells of a lon/lat cadastre, shrunk by a margin (tracks and fire breaks).
-FIELD_DEG = 0.005
-FIELD_MARGIN_DEG = 0.0004
+#: End members of :func:`ground_reflectance`, in the order of its mixing coefficients.
+END_MEMBERS = (
+    CROP_GREEN,
+    GRASS_GREEN,
+    GRASS_DRY,
+    SHRUB_WET,
+    SHRUB_DRY,
+    TREE_WET,
+    TREE_DRY,
+    SOIL,
+    BURNT,
+    WATER_SPEC,
+)
+
+# Fields: Voronoi parcels around seeds jittered on a planar grid, shrunk by a margin
+# (tracks and fire breaks).
+FIELD_KM = 0.5
+FIELD_JITTER = 0.7
+FIELD_MARGIN_KM = 0.04
+# Scattered large trees: at most one per cell of this planar grid.
+TREE_KM = 0.05
 POND_DEG = 0.03
 KM_PER_DEG_LAT = 110.574
 KM_PER_DEG_LON = 111.320
+#: Encroaching shrub cover at and above which a pixel counts as encroached.
+ENCROACHED_COVER = 0.30
 _U64 = np.uint64
 
 
@@ -97,6 +127,46 @@ def hash_u01(*keys: NDArray[np.int64] | int, seed: int) -> F64:
     return (hash_bits(*keys, seed=seed) >> _U64(11)).astype(np.float64) / float(1 << 53)
 
 
+CellValues = Callable[[NDArray[np.int64], NDArray[np.int64]], tuple[F64, ...]]
+
+
+class _Cells:
+    """Per-cell quantities of the lattice cells around every pixel, each computed once.
+
+    ``fn(i, j)`` gives quantities of cells ``(i, j)`` (a pure function of the integers);
+    :meth:`at` gives them for cell ``(gi + di, gj + dj)`` of every pixel. Where the block's
+    cells (padded by ``pad``) are no more than its pixels, ``fn`` runs once over them and the
+    pixels gather from that table; otherwise it runs per pixel. Both give the same bits:
+    ``fn`` is element-wise.
+    """
+
+    def __init__(self, gi: NDArray[np.int64], gj: NDArray[np.int64], fn: CellValues, pad: int):
+        gi, gj = np.broadcast_arrays(gi, gj)
+        self.gi, self.gj, self.fn = gi, gj, fn
+        self.table: tuple[F64, ...] | None = None
+        if gi.size == 0:
+            return
+        i0, j0 = int(gi.min()) - pad, int(gj.min()) - pad
+        ni, nj = int(gi.max()) + pad + 1 - i0, int(gj.max()) + pad + 1 - j0
+        if ni * nj > gi.size:
+            return
+        cj, ci = np.divmod(np.arange(ni * nj, dtype=np.int64), ni)
+        self.table = fn(ci + i0, cj + j0)
+        self.index: NDArray[np.int64] = (gj - j0) * ni + (gi - i0)
+        self.stride = ni
+
+    def at(self, di: NDArray[np.int64] | int, dj: NDArray[np.int64] | int) -> tuple[F64, ...]:
+        """The quantities of cell ``(gi + di, gj + dj)`` of every pixel."""
+        if self.table is None:
+            return self.fn(self.gi + di, self.gj + dj)
+        at = np.asarray(self.index + (np.asarray(dj) * self.stride + di), dtype=np.int64)
+        return tuple(np.take(values, at) for values in self.table)
+
+
+def _lattice_values(i: NDArray[np.int64], j: NDArray[np.int64], *, seed: int) -> tuple[F64]:
+    return (hash_u01(i, j, seed=seed),)
+
+
 def value_noise(x_km: F64, y_km: F64, *, scale_km: float, seed: int, octaves: int = 1) -> F64:
     """Smooth lattice noise in [0, 1] of planar coordinates in kilometres.
 
@@ -113,8 +183,9 @@ def value_noise(x_km: F64, y_km: F64, *, scale_km: float, seed: int, octaves: in
         fx, fy = fx * fx * (3 - 2 * fx), fy * fy * (3 - 2 * fy)
         i, j = ix.astype(np.int64), iy.astype(np.int64)
         s = seed + 1013 * octave
-        v00, v10 = hash_u01(i, j, seed=s), hash_u01(i + 1, j, seed=s)
-        v01, v11 = hash_u01(i, j + 1, seed=s), hash_u01(i + 1, j + 1, seed=s)
+        lattice = _Cells(i, j, partial(_lattice_values, seed=s), pad=1)
+        (v00,), (v10,) = lattice.at(0, 0), lattice.at(1, 0)
+        (v01,), (v11,) = lattice.at(0, 1), lattice.at(1, 1)
         top = v00 + (v10 - v00) * fx
         bottom = v01 + (v11 - v01) * fx
         total += weight * (top + (bottom - top) * fy)
@@ -177,22 +248,66 @@ def rain_shift(season: int) -> float:
     return 24.0 * float(hash_u01(season, seed=SEED + 12)) - 12.0
 
 
-def grass_greenness(day_of_season: float, season: int) -> float:
-    """Green fraction of savanna grass (before local grazing variation)."""
+def _wet(day_of_season: float, season: int, onset: float, offset: float, width: float) -> float:
+    """Leafy part of the season: 0 before ``onset`` and after ``offset``, 1 between."""
     shift = rain_shift(season)
-    wet = float(_logistic((day_of_season - GRASS_ONSET - shift) / 9.0)) - float(
-        _logistic((day_of_season - GRASS_OFFSET - shift) / 12.0)
+    return float(_logistic((day_of_season - onset - shift) / width)) - float(
+        _logistic((day_of_season - offset - shift) / (2.5 * width))
+    )
+
+
+def grass_greenness(day_of_season: float, season: int) -> float:
+    """Green fraction of savanna grass (before local grazing and soil variation)."""
+    wet = float(_logistic((day_of_season - GRASS_ONSET - rain_shift(season)) / 9.0)) - float(
+        _logistic((day_of_season - GRASS_OFFSET - rain_shift(season)) / 12.0)
     )
     return 0.12 + min(0.8, 0.62 * rainfall(season)) * wet
 
 
+@dataclass(frozen=True)
+class WoodyPhenology:
+    """Leaf cycle of a woody species: ``base + amplitude × wet(day)``.
+
+    Attributes:
+        name: What the species stands for.
+        base: Green fraction of the leafless (or dry-season) canopy.
+        amplitude: Added green fraction in full leaf.
+        onset: Day of season of half green-up (before the rain shift).
+        offset: Day of season of half leaf fall.
+        width: Days of the green-up's logistic (leaf fall takes 2.5 times longer).
+    """
+
+    name: str
+    base: float
+    amplitude: float
+    onset: float
+    offset: float
+    width: float
+
+    def greenness(self, day_of_season: float, season: int) -> float:
+        """Green fraction of the canopy on a day of a season."""
+        wet = _wet(day_of_season, season, self.onset, self.offset, self.width)
+        return self.base + self.amplitude * wet
+
+
+#: Encroaching shrub species, mixed per pixel by :attr:`Landscape.species`.
+SHRUB_SPECIES = (
+    # Black thorn (Acacia mellifera): deciduous, flushes a month before the rains.
+    WoodyPhenology("early deciduous", 0.12, 0.83, SHRUB_ONSET, SHRUB_OFFSET, 10.0),
+    # Sickle bush (Dichrostachys cinerea): greens up with the rains, holds its leaves long.
+    WoodyPhenology("late deciduous", 0.18, 0.72, GRASS_ONSET + 5.0, 350.0, 9.0),
+    # Evergreen shrubs (Catophractes, Rhus): a shallow cycle around a green canopy.
+    WoodyPhenology("evergreen", 0.48, 0.32, 130.0, 320.0, 14.0),
+)
+#: Scattered large trees (Acacia erioloba, Combretum): semi-deciduous, late leaf fall.
+TREE_PHENOLOGY = WoodyPhenology("large trees", 0.40, 0.50, 105.0, 355.0, 12.0)
+#: Riparian woodland on groundwater along drainage lines: evergreen.
+RIPARIAN_PHENOLOGY = WoodyPhenology("riparian woodland", 0.68, 0.27, 120.0, 340.0, 15.0)
+
+
 def shrub_greenness(day_of_season: float, season: int) -> float:
-    """Green fraction of woody shrubs: early green-up, slow decline into the dry season."""
-    shift = rain_shift(season)
-    wet = float(_logistic((day_of_season - SHRUB_ONSET - shift) / 10.0)) - float(
-        _logistic((day_of_season - SHRUB_OFFSET - shift) / 25.0)
-    )
-    return 0.15 + 0.8 * wet
+    """Green fraction of the early-deciduous encroaching shrubs (the first species)."""
+    return SHRUB_SPECIES[0].greenness(day_of_season, season)
 
 
 @dataclass(frozen=True)
@@ -246,31 +361,173 @@ def field_yield(ci: NDArray[np.int64], cj: NDArray[np.int64], season: int) -> F6
 # --- static landscape -----------------------------------------------------------------
 
 
-def is_field_cell(ci: NDArray[np.int64], cj: NDArray[np.int64]) -> NDArray[np.bool_]:
-    """Whether cadastre cell ``(ci, cj)`` holds a crop field.
+def field_seed(ci: NDArray[np.int64], cj: NDArray[np.int64]) -> tuple[F64, F64]:
+    """Planar position (km) of the seed of field parcel ``(ci, cj)``.
 
-    Fields cluster in farming areas (smooth noise at the cell centre) and 85 % of the cells
-    there are cultivated.
+    Seeds lie in the central ``FIELD_JITTER`` of their ``FIELD_KM`` grid cell; each parcel
+    is the Voronoi cell of its seed, so parcels vary in size, shape and orientation.
     """
-    lon = ((ci + 0.5) * FIELD_DEG).astype(np.float64)
-    lat = ((cj + 0.5) * FIELD_DEG).astype(np.float64)
-    x, y = planar_km(lon, lat)
+    lo = 0.5 * (1.0 - FIELD_JITTER)
+    sx = (ci + lo + FIELD_JITTER * hash_u01(ci, cj, seed=SEED + 40)) * FIELD_KM
+    sy = (cj + lo + FIELD_JITTER * hash_u01(ci, cj, seed=SEED + 41)) * FIELD_KM
+    return np.asarray(sx), np.asarray(sy)
+
+
+def is_field_cell(ci: NDArray[np.int64], cj: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Whether parcel ``(ci, cj)`` holds a crop field.
+
+    Fields cluster in farming areas (smooth noise at the parcel's seed) and 85 % of the
+    parcels there are cultivated.
+    """
+    x, y = field_seed(ci, cj)
     farm = value_noise(x, y, scale_km=7.0, seed=SEED + 1, octaves=2) > 0.55
     return np.asarray(farm & (hash_u01(ci, cj, seed=SEED + 2) < 0.85))
+
+
+#: Offsets to the parcels whose seeds can be nearest to a point (or bound its parcel).
+_NEIGHBOURS = tuple((di, dj) for dj in range(-2, 3) for di in range(-2, 3))
+_NEIGHBOUR_DI = np.array([di for di, _ in _NEIGHBOURS], dtype=np.int64)
+_NEIGHBOUR_DJ = np.array([dj for _, dj in _NEIGHBOURS], dtype=np.int64)
+
+
+def parcels(x: F64, y: F64) -> tuple[NDArray[np.int64], NDArray[np.int64], F64]:
+    """Parcel of every point (planar km) and its distance inside the parcel's edge.
+
+    Returns:
+        ``(ci, cj, inset)``: the parcel (nearest seed) and the distance (km) from the point
+        to the nearest edge of its Voronoi cell, i.e. the nearest bisector with a
+        neighbouring seed.
+    """
+    gi = np.floor(x / FIELD_KM).astype(np.int64)
+    gj = np.floor(y / FIELD_KM).astype(np.int64)
+    seeds = _Cells(gi, gj, field_seed, pad=2)
+    best = np.full(x.shape, np.inf)
+    nearest = np.zeros(x.shape, dtype=np.intp)
+    for k, (di, dj) in enumerate(_NEIGHBOURS):
+        sx, sy = seeds.at(di, dj)
+        d2 = (x - sx) ** 2 + (y - sy) ** 2
+        closer = d2 < best
+        best = np.where(closer, d2, best)
+        nearest[closer] = k
+    di_best, dj_best = _NEIGHBOUR_DI[nearest], _NEIGHBOUR_DJ[nearest]
+    ci, cj = gi + di_best, gj + dj_best
+    bx, by = seeds.at(di_best, dj_best)
+    inset = np.full(x.shape, np.inf)
+    for di, dj in _NEIGHBOURS:
+        sx, sy = seeds.at(di, dj)
+        gap = 2.0 * np.hypot(sx - bx, sy - by)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            dist = ((x - sx) ** 2 + (y - sy) ** 2 - best) / gap
+        inset = np.minimum(inset, np.where(gap > 0, dist, np.inf))
+    return ci, cj, inset
+
+
+def parcel_polygon(ci: int, cj: int, *, margin_km: float = FIELD_MARGIN_KM) -> F64:
+    """Vertices (planar km, ``(n, 2)``) of parcel ``(ci, cj)`` shrunk by ``margin_km``.
+
+    The points whose :func:`parcels` are ``(ci, cj)`` with an inset of at least
+    ``margin_km``: the seed's Voronoi cell, each bisector moved inwards by the margin.
+    """
+    one = np.asarray([ci], dtype=np.int64), np.asarray([cj], dtype=np.int64)
+    sx, sy = (float(v[0]) for v in field_seed(*one))
+    half = 3.0 * FIELD_KM
+    poly = np.array(
+        [
+            [sx - half, sy - half],
+            [sx + half, sy - half],
+            [sx + half, sy + half],
+            [sx - half, sy + half],
+        ]
+    )
+    for di, dj in _NEIGHBOURS:
+        if di == 0 and dj == 0:
+            continue
+        nb = np.asarray([ci + di]), np.asarray([cj + dj])
+        ox, oy = (float(v[0]) for v in field_seed(*nb))
+        # Keep p with |p - o|² - |p - s|² >= 2 margin |o - s|, i.e.
+        # p·(s - o) >= margin |o - s| + (|s|² - |o|²) / 2.
+        normal = np.array([sx - ox, sy - oy])
+        level = margin_km * float(np.hypot(*normal)) + 0.5 * (sx**2 + sy**2 - ox**2 - oy**2)
+        poly = _clip_half_plane(poly, normal, level)
+        if len(poly) == 0:
+            break
+    return poly
+
+
+def _clip_half_plane(poly: F64, normal: F64, level: float) -> F64:
+    """Sutherland–Hodgman: the part of a convex polygon where ``p · normal >= level``."""
+    out: list[F64] = []
+    side = poly @ normal - level
+    n = len(poly)
+    for k in range(n):
+        p, q = poly[k], poly[(k + 1) % n]
+        sp, sq = side[k], side[(k + 1) % n]
+        if sp >= 0:
+            out.append(p)
+        if (sp >= 0) != (sq >= 0):
+            out.append(p + (q - p) * (sp / (sp - sq)))
+    return np.asarray(out).reshape(-1, 2)
+
+
+def _scattered_trees(x: F64, y: F64) -> F64:
+    """Canopy fraction of scattered large trees.
+
+    Crowns of 5–12 m radius, at most one per ``TREE_KM`` cell, denser where a smooth noise
+    says so.
+    """
+    gi = np.floor(x / TREE_KM).astype(np.int64)
+    gj = np.floor(y / TREE_KM).astype(np.int64)
+    crowns = _Cells(gi, gj, _tree_crown, pad=1)
+    cover = np.zeros(x.shape)
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            tx, ty, radius = crowns.at(di, dj)
+            dist = np.hypot(x - tx, y - ty)
+            # Share of a 10 m pixel under the crown, ramping over one pixel at its rim.
+            cover = np.maximum(
+                cover, np.clip((radius - dist) / 0.010 + 0.5, 0.0, 1.0) * (radius > 0)
+            )
+    return np.asarray(cover)
+
+
+def _tree_crown(i: NDArray[np.int64], j: NDArray[np.int64]) -> tuple[F64, F64, F64]:
+    """Centre (planar km) and crown radius (km, 0 for no tree) of the tree of cell ``(i, j)``."""
+    tx = (i + 0.25 + 0.5 * hash_u01(i, j, seed=SEED + 60)) * TREE_KM
+    ty = (j + 0.25 + 0.5 * hash_u01(i, j, seed=SEED + 61)) * TREE_KM
+    u = hash_u01(i, j, seed=SEED + 62)
+    density = value_noise(tx, ty, scale_km=3.0, seed=SEED + 63)
+    radius = np.where(u < 0.9 * np.clip(density - 0.3, 0.0, 0.6), 0.005 + 0.007 * u / 0.54, 0.0)
+    return np.asarray(tx), np.asarray(ty), np.asarray(radius)
 
 
 @dataclass(frozen=True)
 class Landscape:
     """Static properties of a block of pixels.
 
+    Cover fractions of a pixel add up to one: ``shrub + trees + riparian`` woody canopy
+    and, between the canopies, ``herb`` grass and bare soil (``1 - herb``). Crop and water
+    pixels are whole.
+
     Attributes:
-        cover: Cover class per pixel (GRASS, SHRUB, CROP, BARE, WATER).
-        ci: Field cadastre column per pixel.
-        cj: Field cadastre row per pixel.
+        cover: Dominant cover class per pixel (see ``CLASS_NAMES``).
+        ci: Field parcel column per pixel (the parcel of the nearest seed, field or not).
+        cj: Field parcel row per pixel.
         texture: Multiplicative brightness texture around 1.
-        grazing: Local scaling of grass greenness, 0.7..1.1.
+        grazing: Grazing pressure, 0 (rested) .. 1 (trampled, around watering points).
         x_km: Planar x of each pixel (for clouds).
         y_km: Planar y of each pixel.
+        shrub: Encroaching shrub canopy fraction, 0..1.
+        trees: Canopy fraction of scattered large trees.
+        riparian: Canopy fraction of riparian woodland along drainage lines.
+        herb: Grass share of the ground between the canopies (the rest is bare soil).
+        vigour: Multiplier of grass greenness (grazing and soil), about 0.6..1.25.
+        soil: Soil brightness, multiplier of the ``SOIL`` spectrum, about 0.6..1.25.
+        species: Shares of the ``SHRUB_SPECIES`` in the shrub canopy, ``(3, y, x)``.
+        crop_vigour: Within-field multiplier of crop greenness (1 outside fields).
+        burn: Two smooth noises mixed per season into that season's burn scars, ``(2, y, x)``.
+        burn_day: Smooth noise in [0, 1] setting the day each scar burns.
+        fields: Parcels ``(ci, cj)`` of the block's crop fields, ``(2, n)``.
+        field_index: Column of ``fields`` of every pixel, -1 outside fields.
     """
 
     cover: NDArray[np.uint8]
@@ -280,33 +537,131 @@ class Landscape:
     grazing: F64
     x_km: F64
     y_km: F64
+    shrub: F64
+    trees: F64
+    riparian: F64
+    herb: F64
+    vigour: F64
+    soil: F64
+    species: F64
+    crop_vigour: F64
+    burn: F64
+    burn_day: F64
+    fields: NDArray[np.int64]
+    field_index: NDArray[np.int64]
+
+    @property
+    def encroached(self) -> NDArray[np.bool_]:
+        """Encroaching shrub cover of at least ``ENCROACHED_COVER``."""
+        return np.asarray(self.shrub >= ENCROACHED_COVER)
 
 
 def landscape(lon: F64, lat: F64) -> Landscape:
     """Static landscape at pixel centres given in lon/lat (2-D arrays)."""
     x, y = planar_km(lon, lat)
-    ci = np.floor(lon / FIELD_DEG).astype(np.int64)
-    cj = np.floor(lat / FIELD_DEG).astype(np.int64)
-    fx = lon / FIELD_DEG - ci
-    fy = lat / FIELD_DEG - cj
-    m = FIELD_MARGIN_DEG / FIELD_DEG
-    in_field = is_field_cell(ci, cj) & (fx >= m) & (fx <= 1 - m) & (fy >= m) & (fy <= 1 - m)
+    ci, cj, inset = parcels(x, y)
+    in_field = is_field_cell(ci, cj) & (inset >= FIELD_MARGIN_KM)
+    pond = _in_pond(lon, lat, x, y)
 
-    cover = np.full(lon.shape, GRASS, dtype=np.uint8)
-    density = value_noise(x, y, scale_km=9.0, seed=SEED + 6)
-    shrubs = value_noise(x, y, scale_km=1.2, seed=SEED + 5, octaves=3) > 0.66 - 0.3 * density
-    cover[shrubs] = SHRUB
-    cover[value_noise(x, y, scale_km=0.6, seed=SEED + 4, octaves=2) > 0.76] = BARE
-    cover[_in_pond(lon, lat, x, y)] = WATER
+    # Soils: bright Kalahari sand to darker calcareous loam.
+    soil = 0.6 + 0.65 * value_noise(x, y, scale_km=4.0, seed=SEED + 70, octaves=2)
+    # Grazing pressure: paddocks of varying stocking, heaviest around the watering points.
+    water_pull = _near_pond(lon, lat, x, y)
+    grazing = np.clip(
+        value_noise(x, y, scale_km=2.5, seed=SEED + 3, octaves=2) + 0.5 * water_pull - 0.1, 0, 1
+    )
+
+    # Riparian woodland along drainage lines (a contour of a smooth noise), where the
+    # drainage carries water long enough.
+    drain = value_noise(x, y, scale_km=3.0, seed=SEED + 50, octaves=2)
+    flows = np.clip((value_noise(x, y, scale_km=6.0, seed=SEED + 51) - 0.35) / 0.1, 0.0, 1.0)
+    riparian = 0.9 * flows * np.clip(1.4 * (1.0 - np.abs(drain - 0.5) / 0.022), 0.0, 1.0)
+    trees = _scattered_trees(x, y) * (1.0 - riparian)
+
+    # Encroaching shrubs: fronts of a regional intensity, patchy at a few hundred metres,
+    # thicker under heavy grazing, thinning out along the drainage lines.
+    front = _logistic((value_noise(x, y, scale_km=8.0, seed=SEED + 6, octaves=2) - 0.5) / 0.06)
+    patch = value_noise(x, y, scale_km=1.2, seed=SEED + 5, octaves=3)
+    fine = value_noise(x, y, scale_km=0.12, seed=SEED + 8)
+    raw = front * (0.15 + 0.45 * grazing) + 1.6 * (patch - 0.5) + 0.25 * (fine - 0.5)
+    shrub = np.clip(raw, 0.0, 0.95) * (1.0 - riparian - trees)
+
+    bare_patch = np.clip(
+        (value_noise(x, y, scale_km=0.6, seed=SEED + 4, octaves=2) - 0.72) / 0.06, 0, 1
+    )
+    herb = np.clip(0.95 - 0.45 * grazing, 0.0, 1.0) * (1.0 - 0.85 * bare_patch)
+    vigour = 1.25 - 0.45 * grazing - 0.25 * (soil - 0.6)
+
+    # Shrub species: soft shares of three smooth noises.
+    raw_species = np.stack(
+        [value_noise(x, y, scale_km=3.5, seed=SEED + 80 + k, octaves=2) for k in range(3)]
+    )
+    weights = np.exp((raw_species - raw_species.max(axis=0)) / 0.06)
+    species = weights / weights.sum(axis=0)
+
+    crop_vigour = np.where(
+        in_field, 0.82 + 0.3 * value_noise(x, y, scale_km=0.15, seed=SEED + 90, octaves=2), 1.0
+    )
+    burn = np.stack(
+        [value_noise(x, y, scale_km=1.5, seed=SEED + 100 + k, octaves=2) for k in range(2)]
+    )
+    burn_day = value_noise(x, y, scale_km=5.0, seed=SEED + 102)
+
+    between = 1.0 - shrub - trees - riparian
+    shares = np.stack([between * herb, shrub, between * (1.0 - herb), trees, riparian])
+    classes = np.array([GRASS, SHRUB, BARE, TREES, RIPARIAN], dtype=np.uint8)
+    cover = classes[np.argmax(shares, axis=0)]
+    cover[pond] = WATER
     cover[in_field] = CROP
+    whole = in_field | pond
+    for part in (shrub, trees, riparian):
+        part[whole] = 0.0
 
     texture = 1.0 + 0.10 * (value_noise(x, y, scale_km=0.15, seed=SEED + 7) - 0.5)
-    grazing = 0.7 + 0.4 * value_noise(x, y, scale_km=2.5, seed=SEED + 3)
-    return Landscape(cover, ci, cj, texture, grazing, x, y)
+    fields, inverse = _unique_cells(ci[in_field], cj[in_field])
+    field_index = np.full(x.shape, -1, dtype=np.int64)
+    field_index[in_field] = inverse
+    f32 = np.float32
+    return Landscape(
+        cover=cover,
+        ci=ci,
+        cj=cj,
+        texture=texture.astype(f32),
+        grazing=grazing.astype(f32),
+        x_km=x,
+        y_km=y,
+        shrub=shrub.astype(f32),
+        trees=trees.astype(f32),
+        riparian=riparian.astype(f32),
+        herb=np.where(whole, 0.0, herb).astype(f32),
+        vigour=vigour.astype(f32),
+        soil=soil.astype(f32),
+        species=species.astype(f32),
+        crop_vigour=crop_vigour.astype(f32),
+        burn=burn.astype(f32),
+        burn_day=burn_day.astype(f32),
+        fields=fields.astype(np.int64),
+        field_index=field_index,
+    )
 
 
-def _in_pond(lon: F64, lat: F64, x: F64, y: F64) -> NDArray[np.bool_]:
-    """Small round ponds, at most one per 0.03° cell, kept clear of the cell edges."""
+def _unique_cells(
+    ci: NDArray[np.int64], cj: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Distinct cells ``(2, n)`` sorted by ``ci`` then ``cj``, and each input's column.
+
+    What ``np.unique(np.stack([ci, cj]), axis=1, return_inverse=True)`` gives, from one
+    sort of integer keys instead of a sort of rows.
+    """
+    if ci.size == 0:
+        return np.zeros((2, 0), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    i0, j0 = int(ci.min()), int(cj.min())
+    nj = int(cj.max()) - j0 + 1
+    keys, inverse = np.unique((ci - i0) * nj + (cj - j0), return_inverse=True)
+    return np.stack([keys // nj + i0, keys % nj + j0]), inverse.ravel()
+
+
+def _pond_centres(lon: F64, lat: F64) -> tuple[NDArray[np.bool_], F64, F64, F64]:
     pi = np.floor(lon / POND_DEG).astype(np.int64)
     pj = np.floor(lat / POND_DEG).astype(np.int64)
     has = hash_u01(pi, pj, seed=SEED + 20) < 0.35
@@ -314,7 +669,20 @@ def _in_pond(lon: F64, lat: F64, x: F64, y: F64) -> NDArray[np.bool_]:
     clat = (pj + 0.2 + 0.6 * hash_u01(pi, pj, seed=SEED + 22)) * POND_DEG
     radius = 0.06 + 0.12 * hash_u01(pi, pj, seed=SEED + 23)
     cx, cy = planar_km(clon, clat)
+    return has, cx, cy, radius
+
+
+def _in_pond(lon: F64, lat: F64, x: F64, y: F64) -> NDArray[np.bool_]:
+    """Small round ponds, at most one per 0.03° cell, kept clear of the cell edges."""
+    has, cx, cy, radius = _pond_centres(lon, lat)
     return np.asarray(has & ((x - cx) ** 2 + (y - cy) ** 2 < radius**2))
+
+
+def _near_pond(lon: F64, lat: F64, x: F64, y: F64) -> F64:
+    """Piosphere around the pond of a pixel's 0.03° cell: 1 at the shore, 0 beyond 1.2 km."""
+    has, cx, cy, radius = _pond_centres(lon, lat)
+    dist = np.hypot(x - cx, y - cy) - radius
+    return np.asarray(np.where(has, np.clip(1.0 - dist / 1.2, 0.0, 1.0), 0.0))
 
 
 # --- one acquisition ------------------------------------------------------------------
@@ -324,36 +692,90 @@ def _spec(values: tuple[float, ...]) -> F64:
     return np.asarray(values, dtype=np.float64)[:, None, None]
 
 
-def greenness(land: Landscape, day: date, *, southern: bool = True) -> F64:
-    """Green fraction of every pixel on ``day`` (cover-specific phenology)."""
+#: Days over which a burn scar's char fades (e-folding), and the burnt share of the scars.
+BURN_FADE_DAYS = 30.0
+BURN_FIRST, BURN_LAST = 40.0, 125.0
+
+
+def burn_scar(land: Landscape, day: date, *, southern: bool = True) -> F64:
+    """Char cover of the grass layer on ``day``: 1 on the day a scar burns, then fading.
+
+    Each season burns other patches (the two noises of ``land.burn`` mixed at an angle
+    drawn for the season), each on a day between ``BURN_FIRST`` and ``BURN_LAST`` of the
+    dry season (set by ``land.burn_day``); rested, grassy ground burns more readily.
+    """
     season, dos = season_of(day, southern=southern)
-    g = np.zeros(land.cover.shape)
-    grass = land.cover == GRASS
-    g[grass] = grass_greenness(dos, season) * land.grazing[grass]
-    g[land.cover == SHRUB] = shrub_greenness(dos, season)
+    if dos < BURN_FIRST or dos > BURN_LAST + 8 * BURN_FADE_DAYS:
+        return np.zeros(land.cover.shape, dtype=np.float32)
+    angle = 2.0 * np.pi * float(hash_u01(season, seed=SEED + 103))
+    mixed = 0.5 + (land.burn[0] - 0.5) * np.cos(angle) + (land.burn[1] - 0.5) * np.sin(angle)
+    fuel = land.herb * (1.2 - 0.6 * land.grazing)
+    burnt = (mixed > 0.67) & (fuel > 0.45)
+    shift = float(hash_u01(season, seed=SEED + 104))
+    when = BURN_FIRST + (BURN_LAST - BURN_FIRST) * np.mod(land.burn_day + shift, 1.0)
+    since = dos - when
+    char = np.where(burnt & (since >= 0), np.exp(-np.maximum(since, 0) / BURN_FADE_DAYS), 0.0)
+    return np.asarray(char, dtype=np.float32)
+
+
+def mixing_coefficients(land: Landscape, day: date, *, southern: bool = True) -> F64:
+    """Share of each of ``END_MEMBERS`` in every pixel on ``day``, shape ``(10, y, x)``.
+
+    Each cover's fraction is split between its green and its dry end member by that
+    cover's greenness on the day; the soil share is scaled by the soil's brightness;
+    burnt grass turns to char, scorched shrubs lose part of their green.
+    """
+    season, dos = season_of(day, southern=southern)
+    f32 = np.float32
+    char = burn_scar(land, day, southern=southern)
+    g_grass = np.clip(grass_greenness(dos, season) * land.vigour, 0.0, 1.0)
+    g_shrub = sum(
+        land.species[k] * f32(sp.greenness(dos, season)) for k, sp in enumerate(SHRUB_SPECIES)
+    )
+    g_shrub = np.asarray(g_shrub) * (1.0 - 0.5 * char)
+    g_tree = f32(TREE_PHENOLOGY.greenness(dos, season))
+    g_rip = f32(RIPARIAN_PHENOLOGY.greenness(dos, season))
+
     crop = land.cover == CROP
+    water = land.cover == WATER
+    between = 1.0 - land.shrub - land.trees - land.riparian
+    grass = between * land.herb
+    coef = np.zeros((len(END_MEMBERS), *land.cover.shape), dtype=f32)
+    coef[1] = grass * (1.0 - char) * g_grass
+    coef[2] = grass * (1.0 - char) * (1.0 - g_grass)
+    coef[3] = land.shrub * g_shrub
+    coef[4] = land.shrub * (1.0 - g_shrub)
+    coef[5] = land.trees * g_tree + land.riparian * g_rip
+    coef[6] = land.trees * (1.0 - g_tree) + land.riparian * (1.0 - g_rip)
+    coef[7] = between * (1.0 - land.herb) * land.soil
+    coef[8] = grass * char
     if crop.any():
-        g[crop] = crop_greenness(dos, crop_cycle(land.ci[crop], land.cj[crop], season))
-    return g
+        per_field = crop_greenness(dos, crop_cycle(land.fields[0], land.fields[1], season))
+        g_crop = np.clip(per_field[land.field_index[crop]] * land.crop_vigour[crop], 0.0, 1.0)
+        coef[0][crop] = g_crop
+        coef[7][crop] = (1.0 - g_crop) * land.soil[crop]
+    coef[9][water] = 1.0
+    return coef
 
 
 def ground_reflectance(land: Landscape, day: date, *, southern: bool = True) -> F64:
-    """Cloud-free surface reflectance, shape ``(10, y, x)``."""
-    g = greenness(land, day, southern=southern)[None]
-    cover = land.cover[None]
-    green = np.where(
-        cover == CROP,
-        _spec(CROP_GREEN),
-        np.where(cover == SHRUB, _spec(SHRUB_WET), _spec(GRASS_GREEN)),
-    )
-    dry = np.where(
-        cover == CROP, _spec(SOIL), np.where(cover == SHRUB, _spec(SHRUB_DRY), _spec(GRASS_DRY))
-    )
-    refl = dry + (green - dry) * g
-    refl = np.where(cover == BARE, _spec(SOIL), refl)
-    refl = refl * land.texture[None]
-    # Water is flat and dark: no texture.
-    return np.asarray(np.where(cover == WATER, _spec(WATER_SPEC), refl))
+    """Cloud-free surface reflectance, shape ``(10, y, x)``.
+
+    The linear mixture ``END_MEMBERS @ mixing_coefficients`` times the brightness texture
+    (water is flat: no texture).
+
+    The mixture is summed member by member in a fixed order, not with a matrix product:
+    BLAS kernels block, vectorise and fuse a product differently for every matrix shape, so
+    a pixel's reflectance would change in its last bit with the size of the block it is
+    rendered in (and flip a rounding or a threshold further on).
+    """
+    coef = mixing_coefficients(land, day, southern=southern)
+    members = np.asarray(END_MEMBERS, dtype=np.float32)[:, :, None, None]  # (member, band)
+    refl = members[0] * coef[0]
+    for spectrum, share in zip(members[1:], coef[1:], strict=True):
+        refl += spectrum * share
+    texture = np.where(land.cover == WATER, np.float32(1.0), land.texture)
+    return np.asarray(refl * texture[None], dtype=np.float64)
 
 
 def cloud_cover_fraction(day: date, *, southern: bool = True) -> float:

@@ -1,0 +1,608 @@
+"""The encroachment jobs end to end: features → labels → training, and features → map.
+
+Plain functions over files; the CLI and the Prefect flow (``flows/train.py``) call these.
+Features come either from a source through the index stage (an AOI and a season) or from
+an analyst's own GeoTIFF (``--features``).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+import xarray as xr
+from dask.base import compute
+from odc.geo.geobox import GeoBox
+
+from agrimon.config import SHIPPED_INVASIVE_MODEL, RunSpec
+from agrimon.errors import ConfigError, LabelError
+from agrimon.grid import Tile
+from agrimon.invasive import features as feats
+from agrimon.invasive.card import METRICS, LoadedModel, load_checkpoint, save_checkpoint
+from agrimon.invasive.dataset import load_chips
+from agrimon.invasive.labels import IGNORE, rasterise_labels, read_labels
+from agrimon.invasive.model import torch_threads
+from agrimon.invasive.train import Progress, TrainOptions, make_problem, train
+from agrimon.plan import TilePlan
+from agrimon.products.cog import CogWriter, Layer, window_of
+from agrimon.products.folder import staged_folder, writing
+from agrimon.sources import get_source
+from agrimon.sources.base import ALL_BANDS
+
+#: ``--labels demo``: the demo source's truth, with these classes.
+DEMO_LABELS = "demo"
+DEMO_CLASSES: tuple[str, ...] = ("open", "encroached")
+FEATURES_FILE = "features.tif"
+LABELS_FILE = "labels.tif"
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything ``agrimon train invasive`` depends on.
+
+    Attributes:
+        out: Folder the checkpoint, its card and ``metrics.json`` go into.
+        labels: Labels file, or ``"demo"`` for the demo truth.
+        class_column: Column of the labels file holding the class.
+        classes: Classes to train, in order (``None``: every value in the file).
+        target: The class the probability product maps (default: ``encroached`` if there
+            is one, else the last class).
+        run: Source, AOI and season to compute the features from (``None`` with
+            ``features``).
+        features: A ready feature raster (``None`` to compute them).
+        options: Training options.
+    """
+
+    out: Path
+    labels: str
+    class_column: str = "class"
+    classes: tuple[str, ...] | None = None
+    target: str | None = None
+    run: RunSpec | None = None
+    features: Path | None = None
+    options: TrainOptions = field(default_factory=TrainOptions)
+
+
+# --- computing features ---------------------------------------------------------------
+
+
+def _southern(tile: Tile) -> bool:
+    return tile.hemisphere == "S"
+
+
+def _phenology_params(southern: bool) -> Any:
+    from agrimon.monitor import phenology_params  # the monitor imports this package
+
+    return phenology_params(southern=southern)
+
+
+def tile_features(
+    spec: RunSpec, tile_plan: TilePlan, feature_set: feats.FeatureSet = feats.SEASON_V1
+) -> xr.DataArray:
+    """Lazy feature image of one tile, computed through the index stage."""
+    params = _phenology_params(_southern(tile_plan.tile))
+    season = feats.season_window(spec.start, spec.end, params)
+    source = get_source(spec.source, spec.source_settings)
+    stack = source.load(tile_plan.tile, tile_plan.scenes, bands=ALL_BANDS, chunk_px=spec.chunk_px)
+    return feats.feature_stack(
+        stack, feature_set, season=season, params=params, invalid_scl=spec.invalid_scl
+    )
+
+
+def check_season(spec: RunSpec) -> None:
+    """Raise ConfigError when the run's period holds no whole season (before any work)."""
+    for southern in (True, False):
+        try:
+            feats.season_window(spec.start, spec.end, _phenology_params(southern))
+            return
+        except ConfigError:
+            if not southern:
+                raise
+
+
+def write_feature_raster(
+    path: Path, spec: RunSpec, *, progress: Progress | None = None
+) -> tuple[Path, GeoBox]:
+    """Compute the features of the run's AOI into one multi-band GeoTIFF, tile by tile.
+
+    Returns:
+        The file and its grid.
+
+    Raises:
+        ConfigError: The AOI spans two UTM zones (train on one zone at a time).
+    """
+    from agrimon.monitor import inside_mask, make_plan, require_scenes, zone_grids
+
+    check_season(spec)
+    plan = make_plan(spec)
+    require_scenes(plan)
+    grids = zone_grids([t.tile for t in plan.tiles])
+    if len(grids) != 1:
+        raise ConfigError(
+            f"AOI {spec.aoi} spans {len(grids)} UTM zones: train on an AOI inside one zone"
+        )
+    ((epsg, grid),) = grids.items()
+    fs = feats.SEASON_V1
+    height, width = grid.shape
+    profile = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": len(fs.channels),
+        "dtype": "float32",
+        "crs": f"EPSG:{epsg}",
+        "transform": grid.affine,
+        "nodata": float("nan"),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "predictor": 3,
+        "interleave": "pixel",
+        "BIGTIFF": "IF_SAFER",
+    }
+    with writing(path), rasterio.open(path, "w", **profile) as dst:
+        dst.descriptions = fs.channels
+        dst.update_tags(FEATURE_SET=fs.key, PERIOD=f"{spec.start}/{spec.end}", SOURCE=spec.source)
+        for n, tp in enumerate(plan.tiles):
+            if progress:
+                progress(f"features of tile {tp.tile.id}", n / len(plan.tiles))
+            (values,) = compute(tile_features(spec, tp, fs))  # type: ignore[no-untyped-call]
+            inside = inside_mask(tp.tile)
+            block = np.where(inside[None], np.asarray(values, dtype=np.float32), np.nan)
+            dst.write(block, window=window_of(grid, tp.tile.geobox))
+    return path, grid
+
+
+# --- labels ---------------------------------------------------------------------------
+
+
+def raster_grid(path: Path) -> tuple[GeoBox, tuple[str, ...], str | None]:
+    """Grid, band names and feature-set tag of a feature GeoTIFF.
+
+    Raises:
+        ConfigError: The file is missing, unreadable, single-band without a CRS, or holds
+            integer data without nodata.
+    """
+    if not path.is_file():
+        raise ConfigError(f"feature raster {path} does not exist: check --features")
+    try:
+        with rasterio.open(path) as src:
+            if src.crs is None:
+                raise ConfigError(
+                    f"feature raster {path} has no CRS: save it with one (e.g. gdal_edit -a_srs)"
+                )
+            names = tuple(d or f"band{i + 1}" for i, d in enumerate(src.descriptions))
+            grid = GeoBox((src.height, src.width), src.transform, src.crs.to_wkt())
+            return grid, names, src.tags().get("FEATURE_SET")
+    except rasterio.errors.RasterioIOError as err:
+        raise ConfigError(f"feature raster {path} cannot be read ({err}): give a GeoTIFF") from err
+
+
+def raster_feature_set(path: Path) -> feats.FeatureSet:
+    """The feature set a raster holds: the computed set it was written as, or its bands."""
+    _, names, tag = raster_grid(path)
+    if tag in feats.FEATURE_SETS and feats.FEATURE_SETS[tag].channels == names:
+        return feats.FEATURE_SETS[tag]
+    return feats.raster_feature_set(names)
+
+
+def demo_label_mask(grid: GeoBox, features: Path) -> np.ndarray:
+    """The demo truth on the feature grid: 2 encroached, 1 open, 0 outside the features."""
+    from agrimon.sources.demo import encroached_truth
+
+    truth = np.asarray(encroached_truth(grid).values)
+    with rasterio.open(features) as src:
+        known = ~np.isnan(src.read(1, masked=False))
+    return np.where(known, truth + 1, IGNORE).astype(np.uint8)
+
+
+def write_label_raster(path: Path, grid: GeoBox, mask: np.ndarray) -> Path:
+    """A uint8 label GeoTIFF on the feature grid (0 = unlabelled)."""
+    height, width = grid.shape
+    with (
+        writing(path),
+        rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=width,
+            height=height,
+            count=1,
+            dtype="uint8",
+            crs=grid.crs.to_wkt() if grid.crs else None,
+            transform=grid.affine,
+            nodata=0,
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+            compress="deflate",
+        ) as dst,
+    ):
+        dst.write(mask, 1)
+    return path
+
+
+# --- training -------------------------------------------------------------------------
+
+
+def _target(classes: Sequence[str], target: str | None) -> str:
+    if target is not None:
+        if target not in classes:
+            raise ConfigError(
+                f"--target {target!r} is not one of the classes ({', '.join(classes)})"
+            )
+        return target
+    return "encroached" if "encroached" in classes else classes[-1]
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def check_train_job(job: TrainJob) -> None:
+    """Every problem findable before any pixel is computed, as one-line errors."""
+    if (job.run is None) == (job.features is None):
+        raise ConfigError("give either --aoi with --start/--end (and --source) or --features FILE")
+    if job.features is not None:
+        raster_grid(job.features)
+        if job.labels == DEMO_LABELS:
+            raise ConfigError(
+                "--labels demo needs features computed from the demo source: drop --features"
+            )
+    if job.run is not None:
+        check_season(job.run)
+        if job.labels == DEMO_LABELS and job.run.source != "demo":
+            raise ConfigError("--labels demo is the demo source's truth: use --source demo")
+    if job.labels != DEMO_LABELS:
+        read_labels(Path(job.labels), job.class_column, job.classes)
+    if job.out.exists() and any(job.out.iterdir()):
+        raise ConfigError(
+            f"--out {job.out} exists and is not empty: choose a new folder (training never "
+            "overwrites a model)"
+        )
+
+
+def run_training(job: TrainJob, *, progress: Progress | None = None) -> Path:
+    """Train, cross-validate and write the checkpoint folder (atomically).
+
+    Returns:
+        The folder ``job.out`` with ``model.pt``, ``card.json``, ``card.md``,
+        ``metrics.json``, and the feature and label rasters used.
+    """
+    check_train_job(job)
+    with staged_folder(job.out) as folder:
+        if job.features is not None:
+            features = job.features
+            grid, _, _ = raster_grid(features)
+            feature_set = raster_feature_set(features)
+            data = f"feature raster {features.name}"
+        else:
+            assert job.run is not None
+            features, grid = write_feature_raster(
+                folder / FEATURES_FILE, job.run, progress=progress
+            )
+            feature_set = feats.SEASON_V1
+            data = (
+                f"{job.run.source} scenes of AOI {job.run.aoi.name}, {job.run.start} to "
+                f"{job.run.end}"
+            )
+        if job.labels == DEMO_LABELS:
+            classes = DEMO_CLASSES
+            mask = demo_label_mask(grid, features)
+            label_text = "the demo source's truth (encroached = woody encroacher cover ≥ 30 %)"
+        else:
+            labels = read_labels(Path(job.labels), job.class_column, job.classes)
+            classes = labels.classes
+            mask = rasterise_labels(labels, grid)
+            label_text = f"{Path(job.labels).name}, column '{job.class_column}'"
+        target = _target(classes, job.target)
+        labels_path = write_label_raster(folder / LABELS_FILE, grid, mask)
+        chips = load_chips(features, labels_path)
+        if len(chips.labels) == 0:
+            raise LabelError(f"labels {job.labels}: no labelled pixel has features: check the area")
+        problem = make_problem(chips, classes, job.options, grid.shape[1])
+        result = train(
+            problem,
+            steps=len(feature_set.steps),
+            per_step=len(feature_set.per_step),
+            static=len(feature_set.static),
+            target=target,
+            options=job.options,
+            progress=progress,
+        )
+        params = sum(p.numel() for p in result.fitted.model.parameters())
+        card = {
+            "title": f"invasive-vegetation model ({target})",
+            "summary": card_summary(job, result.beats_baselines, target),
+            "data": {
+                "description": f"{data}; labels: {label_text}",
+                "labelled_pixels": {c: int((mask == i + 1).sum()) for i, c in enumerate(classes)},
+            },
+            "split": {
+                "description": (
+                    f"{job.options.folds}-fold spatial cross-validation over "
+                    f"{problem.block_px}-px blocks ({problem.block_px * grid.resolution.x:g} m),"
+                    f" folds balanced per class; early stopping on "
+                    f"{job.options.validation_share:.0%} of each fold's training blocks; final"
+                    f" fit on every block for {result.fitted.best_epoch} epochs"
+                ),
+                "block_px": problem.block_px,
+                "folds": job.options.folds,
+                "seed": job.options.seed,
+            },
+            "candidates": list(job.options.candidates),
+            "candidate_scores": result.candidate_scores,
+            "beats_baselines": result.beats_baselines,
+            "metrics": result.metrics,
+            "parameters": params,
+            "training_seconds": round(result.seconds, 1),
+            "machine": _machine(),
+            "options": {k: v for k, v in job.options.__dict__.items() if k != "candidates"},
+        }
+        save_checkpoint(
+            folder,
+            result.fitted.model,
+            config=result.fitted.config,
+            feature_set=feature_set,
+            classes=classes,
+            target=target,
+            card=card,
+        )
+        (folder / METRICS).write_text(json.dumps(result.metrics, indent=2) + "\n")
+    return job.out
+
+
+def card_summary(job: TrainJob, beats: bool, target: str) -> str:
+    """The card's first paragraph: what the model is for and how far to trust it."""
+    text = (
+        f"Maps '{target}' per 10 m pixel. Accuracy is held out spatially: every figure "
+        "comes from blocks the model never saw while training."
+    )
+    if job.labels == DEMO_LABELS:
+        text += (
+            " Trained on the SYNTHETIC demo world only: it demonstrates the pipeline and"
+            " is no map of real vegetation. Retrain on real labels before use."
+        )
+    if not beats:
+        text += " WARNING: it does not beat both baselines on the held-out blocks."
+    return text
+
+
+# --- prediction -----------------------------------------------------------------------
+
+
+def load_for(model: Path, feature_set: feats.FeatureSet) -> LoadedModel:
+    """Load a checkpoint for these features, refusing any other feature set."""
+    return load_checkpoint(model, feature_set=feature_set)
+
+
+def predict_features_file(model: Path, features: Path, out: Path, **kwargs: Any) -> dict[str, Path]:
+    """Map a feature raster with a checkpoint into ``out`` (atomically)."""
+    from agrimon.invasive.predict import predict_raster
+
+    loaded = load_for(model, raster_feature_set(features))
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out {out} exists and is not empty: choose a new folder")
+    with staged_folder(out) as folder:
+        written = predict_raster(
+            loaded.model,
+            features,
+            folder,
+            classes=loaded.classes,
+            target=loaded.target,
+            halo=loaded.config.halo,
+            **kwargs,
+        )
+    return {k: out / p.name for k, p in written.items()}
+
+
+# --- mapping an AOI -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GridTile(Tile):
+    """A tile whose sources load ``grid`` instead of the tile's own pixel grid (a halo)."""
+
+    grid: GeoBox | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def geobox(self) -> GeoBox:
+        """The grid to load."""
+        assert self.grid is not None
+        return self.grid
+
+
+def tile_reader(
+    spec: RunSpec, tile_plan: TilePlan, feature_set: feats.FeatureSet = feats.SEASON_V1
+) -> Callable[[GeoBox], np.ndarray]:
+    """Features of any grid around a tile, computed from the tile's scenes (for halos)."""
+    tile = tile_plan.tile
+
+    def read(grid: GeoBox) -> np.ndarray:
+        padded = GridTile(tile.epsg, tile.col, tile.row, tile.size, tile.res, None, grid)
+        lazy = tile_features(spec, TilePlan(padded, tile_plan.scenes), feature_set)
+        (values,) = compute(lazy)  # type: ignore[no-untyped-call]
+        return np.asarray(values, dtype=np.float32)
+
+    return read
+
+
+def map_tile(
+    loaded: LoadedModel,
+    read: Callable[[GeoBox], np.ndarray],
+    tile: Tile,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class, probability and uncertainty of one tile, nodata outside the AOI."""
+    from agrimon.invasive.predict import CLASS_NODATA, PERCENT_NODATA, class_products, predict_tile
+    from agrimon.monitor import inside_mask
+
+    with torch_threads(1):
+        probs = predict_tile(loaded.model, read, tile.geobox, halo=loaded.config.halo)
+    label, probability, uncertainty = class_products(probs, loaded.classes.index(loaded.target))
+    inside = inside_mask(tile)
+    return (
+        np.where(inside, label, CLASS_NODATA).astype(np.uint8),
+        np.where(inside, probability, PERCENT_NODATA).astype(np.uint8),
+        np.where(inside, uncertainty, PERCENT_NODATA).astype(np.uint8),
+    )
+
+
+def map_layers(loaded: LoadedModel) -> dict[str, Layer]:
+    """The three map products of a model, by file stem."""
+    from agrimon.invasive.predict import INVASIVE_PROBABILITY, INVASIVE_UNCERTAINTY, class_layer
+
+    layer = class_layer(loaded.classes, loaded.target)
+    return {
+        layer.name: layer,
+        INVASIVE_PROBABILITY.name: INVASIVE_PROBABILITY,
+        INVASIVE_UNCERTAINTY.name: INVASIVE_UNCERTAINTY,
+    }
+
+
+def predict_aoi(model: Path, spec: RunSpec, out: Path) -> dict[str, Path]:
+    """Map an AOI with a checkpoint: features tile by tile from the source, three COGs."""
+    from agrimon.monitor import make_plan, require_scenes, zone_grids
+
+    check_season(spec)
+    loaded = load_for(model, feats.SEASON_V1)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out {out} exists and is not empty: choose a new folder")
+    plan = make_plan(spec)
+    require_scenes(plan)
+    grids = zone_grids([t.tile for t in plan.tiles])
+    layers = map_layers(loaded)
+    written: dict[str, Path] = {}
+    with staged_folder(out) as folder:
+        for epsg, grid in grids.items():
+            suffix = "" if len(grids) == 1 else f"_{epsg % 100:02d}{'N' if epsg < 32700 else 'S'}"
+            with ExitStack() as stack:
+                writers = {
+                    name: stack.enter_context(
+                        CogWriter(folder / f"{name}{suffix}.tif", grid, layer)
+                    )
+                    for name, layer in layers.items()
+                }
+                for tp in (t for t in plan.tiles if t.tile.epsg == epsg):
+                    values = map_tile(loaded, tile_reader(spec, tp), tp.tile)
+                    for writer, value in zip(writers.values(), values, strict=True):
+                        writer.write(tp.tile.geobox, value)
+            written.update({n: out / f"{n}{suffix}.tif" for n in layers})
+    return written
+
+
+# --- in the monitor run ---------------------------------------------------------------
+
+
+def monitor_model(spec: RunSpec) -> Path | None:
+    """The checkpoint a monitor run maps with, or None.
+
+    ``auto`` is the shipped demo checkpoint for demo runs whose period holds a whole
+    season (the features need one); ``none`` maps nothing.
+    """
+    choice = spec.invasive_model.strip()
+    if choice.lower() == "none":
+        return None
+    if choice.lower() == "auto":
+        if spec.source != "demo" or not SHIPPED_INVASIVE_MODEL.is_file():
+            return None
+        try:
+            check_season(spec)
+        except ConfigError:
+            return None
+        return SHIPPED_INVASIVE_MODEL
+    return Path(choice)
+
+
+def check_monitor_model(spec: RunSpec) -> LoadedModel | None:
+    """Load (and so check) the run's checkpoint before the run starts; None without one.
+
+    Raises:
+        ModelError: The checkpoint is missing, tampered with or for other features.
+        ConfigError: The period holds no whole season.
+    """
+    path = monitor_model(spec)
+    if path is None:
+        return None
+    check_season(spec)
+    return load_for(path, feats.SEASON_V1)
+
+
+def _given(features: np.ndarray, grid: GeoBox) -> Callable[[GeoBox], np.ndarray]:
+    """A reader of features already computed for ``grid`` (per-pixel models read no halo)."""
+
+    def read(block: GeoBox) -> np.ndarray:
+        if block != grid:
+            raise ValueError("features were computed for the tile only, without a halo")
+        return features
+
+    return read
+
+
+class TileMapper:
+    """Maps the monitor's tiles with a checkpoint and scores them against the demo truth."""
+
+    def __init__(self, spec: RunSpec, loaded: LoadedModel, plan_tiles: Sequence[TilePlan]):
+        self.spec = spec
+        self.loaded = loaded
+        self.layers = map_layers(loaded)
+        self._scenes = {tp.tile.id: tp for tp in plan_tiles}
+        # Scored as target against the rest: (other, target) confusion on the demo truth.
+        self.confusion = np.zeros((2, 2), dtype=np.int64) if spec.source == "demo" else None
+
+    def features(self, spec: RunSpec, tile_plan: TilePlan) -> xr.DataArray | None:
+        """Lazy features to compute with the tile's other layers (per-pixel models only)."""
+        return None if self.loaded.config.halo else tile_features(spec, tile_plan)
+
+    def map(self, tile: Tile, features: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        """Class, probability and uncertainty of a tile (features read with a halo if needed)."""
+        if features is not None:
+            read = _given(features, tile.geobox)
+        else:
+            read = tile_reader(self.spec, self._scenes[tile.id])
+        values = map_tile(self.loaded, read, tile)
+        if self.confusion is not None:
+            self._score(tile, values[0])
+        return values
+
+    def _score(self, tile: Tile, label: np.ndarray) -> None:
+        from agrimon.invasive.metrics import confusion
+        from agrimon.sources.demo import encroached_truth
+
+        assert self.confusion is not None
+        truth = np.asarray(encroached_truth(tile.geobox).values).astype(np.int64)
+        known = label > 0
+        target = self.loaded.classes.index(self.loaded.target)
+        predicted = (label[known].astype(np.int64) - 1 == target).astype(np.int64)
+        self.confusion += confusion(truth[known], predicted, 2)
+
+    def accuracy(self) -> dict[str, Any] | None:
+        """The run's map scored against the demo truth (demo runs only)."""
+        if self.confusion is None:
+            return None
+        from agrimon.invasive.metrics import scores
+
+        score = scores(self.confusion, ["other", self.loaded.target])
+        return {
+            "truth": "the demo source's encroached_truth (encroacher cover >= 30 %), AOI pixels",
+            "model": str(self.loaded.path),
+            "model_sha256": self.loaded.card.get("sha256"),
+            "trained_on": self.loaded.card.get("data", {}).get("description"),
+            **score,
+        }
