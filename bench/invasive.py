@@ -68,7 +68,7 @@ RES = 10.0
 #: Top-left corner on the global 10 m grid, UTM 33S (northern Namibia).
 ORIGIN = (600_000.0, 8_000_000.0)
 CRS = "EPSG:32733"
-CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "invasive-demo.pt"
+CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "invasive-demo" / "model.pt"
 #: agrimon's settings: predict_raster's defaults.
 TILE_PX, WINDOW, OVERLAP, BATCH = 1024, predict.WINDOW, predict.OVERLAP, predict.BATCH_SIZE
 #: The naive loop's chip side.

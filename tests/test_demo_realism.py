@@ -20,13 +20,14 @@ from affine import Affine
 from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 from rasterio.features import geometry_mask
-from sklearn.ensemble import RandomForestClassifier  # type: ignore[import-untyped]
+from sklearn.ensemble import RandomForestClassifier
 
 from agrimon.aoi import read_aoi
 from agrimon.config import make_spec
 from agrimon.indices.composites import Period, composite
 from agrimon.indices.masks import clear_mask
 from agrimon.indices.spectral import compute_indices
+from agrimon.invasive.metrics import best_threshold_f1
 from agrimon.monitor import product_layers, run_monitor
 from agrimon.sources import synth
 from agrimon.sources.base import BANDS
@@ -87,24 +88,6 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     truth = encroached_truth(geobox).values.astype(bool)
     crop = cover_truth(geobox).values == synth.CROP
     return Run(geobox, layers, inside, truth, crop)
-
-
-def best_threshold_f1(values: NDArray[np.float64], truth: NDArray[np.bool_]) -> float:
-    """Best F1 of ``values > t`` or ``values < t`` over thresholds at 199 quantiles.
-
-    NaN (undefined) values are never predicted encroached.
-    """
-    finite = np.isfinite(values)
-    if not finite.any():
-        return 0.0
-    positives = int(truth.sum())
-    best = 0.0
-    for t in np.unique(np.quantile(values[finite], np.linspace(0.005, 0.995, 199))):
-        for pred in (finite & (values > t), finite & (values < t)):
-            tp = int((pred & truth).sum())
-            f1 = 2 * tp / (positives + int(pred.sum()))
-            best = max(best, f1)
-    return best
 
 
 def _f1(pred: NDArray[np.bool_], truth: NDArray[np.bool_]) -> float:

@@ -156,7 +156,11 @@ def test_a_pixel_is_the_same_whatever_block_it_is_rendered_in(grid: GeoBox) -> N
     days = CLOUDY + BURNING
     land = synth.landscape(*lonlat_grid(grid))
     whole = [synth.render(land, day) for day in days]
-    truths = (cover_truth, woody_cover_truth, encroached_truth) if grid.crs.projected else ()
+    truths = (
+        (cover_truth, woody_cover_truth, encroached_truth)
+        if grid.crs is not None and grid.crs.projected
+        else ()
+    )
     whole_truth = [truth(grid).values for truth in truths]
     for y0, y1 in pairwise(ys):
         for x0, x1 in pairwise(xs):

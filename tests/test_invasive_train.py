@@ -407,3 +407,23 @@ def test_a_class_in_one_block_only_raises_training_error() -> None:
     )
     with pytest.raises(TrainingError, match="class 'b' has 16 labelled pixels in 1 fold"):
         make_problem(chips, ("a", "b"), TrainOptions(folds=3, block_px=16), 64)
+
+
+def test_the_training_flow_is_a_real_prefect_flow_run(tmp_path: Path) -> None:
+    from flows.train import train_invasive
+    from prefect.testing.utilities import prefect_test_harness
+
+    features, _ = _world(tmp_path)
+    job = TrainJob(
+        out=tmp_path / "model",
+        labels=str(_gpkg_labels(tmp_path)),
+        features=features,
+        options=TrainOptions(**{**FAST.__dict__, "candidates": ("tempcnn",)}),
+    )
+    with prefect_test_harness(server_startup_timeout=120):
+        state = train_invasive(job, return_state=True)
+    assert state.is_completed()
+    folder = state.result()
+    assert folder == tmp_path / "model"
+    loaded = load_checkpoint(folder)
+    assert loaded.config.name == "tempcnn" and loaded.target == "encroached"

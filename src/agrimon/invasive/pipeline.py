@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -28,7 +29,14 @@ from agrimon.grid import Tile
 from agrimon.invasive import features as feats
 from agrimon.invasive.card import METRICS, LoadedModel, load_checkpoint, save_checkpoint
 from agrimon.invasive.dataset import load_chips
-from agrimon.invasive.labels import IGNORE, rasterise_labels, read_labels
+from agrimon.invasive.labels import (
+    IGNORE,
+    Labels,
+    LabelWarning,
+    labels_from_frame,
+    rasterise_labels,
+    read_labels,
+)
 from agrimon.invasive.model import torch_threads
 from agrimon.invasive.train import Progress, TrainOptions, make_problem, train
 from agrimon.plan import TilePlan
@@ -234,6 +242,29 @@ def write_label_raster(path: Path, grid: GeoBox, mask: np.ndarray) -> Path:
 # --- training -------------------------------------------------------------------------
 
 
+def training_labels(job: TrainJob) -> Labels:
+    """The job's labels; with ``--classes``, features of other classes are left out.
+
+    Leaving a class out (one too rare to score, say) is the analyst's choice; it is said
+    in a warning, never done silently.
+    """
+    path = Path(job.labels)
+    if job.classes is None:
+        return read_labels(path, job.class_column)
+    every = read_labels(path, job.class_column)
+    frame = every.frame
+    keep = frame[job.class_column].astype(str).isin(job.classes).to_numpy()
+    dropped = sorted(set(frame[job.class_column].astype(str)[~keep]))
+    if dropped:
+        warnings.warn(
+            f"labels file '{path}': left out {int((~keep).sum())} features of classes not in "
+            f"--classes ({', '.join(dropped)})",
+            LabelWarning,
+            stacklevel=2,
+        )
+    return labels_from_frame(frame[keep], job.class_column, job.classes, path=path)
+
+
 def _target(classes: Sequence[str], target: str | None) -> str:
     if target is not None:
         if target not in classes:
@@ -271,7 +302,7 @@ def check_train_job(job: TrainJob) -> None:
         if job.labels == DEMO_LABELS and job.run.source != "demo":
             raise ConfigError("--labels demo is the demo source's truth: use --source demo")
     if job.labels != DEMO_LABELS:
-        read_labels(Path(job.labels), job.class_column, job.classes)
+        training_labels(job)
     if job.out.exists() and any(job.out.iterdir()):
         raise ConfigError(
             f"--out {job.out} exists and is not empty: choose a new folder (training never "
@@ -308,7 +339,7 @@ def run_training(job: TrainJob, *, progress: Progress | None = None) -> Path:
             mask = demo_label_mask(grid, features)
             label_text = "the demo source's truth (encroached = woody encroacher cover ≥ 30 %)"
         else:
-            labels = read_labels(Path(job.labels), job.class_column, job.classes)
+            labels = training_labels(job)
             classes = labels.classes
             mask = rasterise_labels(labels, grid)
             label_text = f"{Path(job.labels).name}, column '{job.class_column}'"

@@ -1,8 +1,8 @@
 """Seamless, memory-bounded inference of the encroachment model: windows, halo, blending.
 
 A model maps raw features ``(b, channels, y, x)`` to logits (:mod:`agrimon.invasive.model`).
-A feature image of any size is cut into overlapping windows of ``window`` pixels that are
-run through the model in batches. Of each window only its *core* is used: the window less
+A feature image of any size is cut into overlapping windows of at most ``window`` pixels
+that are run through the model in batches. Of each window only its *core* is used: the window less
 ``halo`` pixels on every side, where the model lacks context (its convolutions pad with
 zeros there). Neighbouring cores overlap by ``overlap`` pixels and are blended with smooth
 weights (:func:`blend_weights`): a pixel's probabilities are ``Σ w·p / Σ w`` over the cores
@@ -22,7 +22,13 @@ zeros; pixels whose features are all missing get NaN probabilities and nodata pr
 
 :func:`predict_raster` maps a multi-band GeoTIFF of features, tile by tile, to three COGs:
 class, probability of the target class and uncertainty. Memory depends on the tile size
-(``tile_px``), not on the raster size.
+(``tile_px``) and the window, not on the raster size.
+
+Speed on a CPU: the model runs as :func:`inference_model`'s copy (batch norms folded, the
+temporal convolutions as dense products), windows are sized to waste few pixels, and on
+glibc the first prediction raises malloc's thresholds for the process so that each layer's
+large activations reuse freed memory instead of page-faulting fresh maps (see
+:func:`_keep_freed_memory`); the heap is trimmed after each tile.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,7 +190,8 @@ def _check_scorable(problem: Problem, counts: NDArray[np.int64], options: TrainO
 
 def _standardisation(x: NDArray[np.float32]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and standard deviation of training pixels ``(n, c)``, NaN ignored."""
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a channel may be all NaN
         mean = np.nan_to_num(np.nanmean(x, axis=0))
         std = np.nan_to_num(np.nanstd(x, axis=0), nan=1.0)
     return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
@@ -217,7 +219,7 @@ def _predict_chips(model: nn.Module, images: NDArray[np.float32]) -> NDArray[np.
         for i in range(0, len(images), 32):
             logits = model(torch.from_numpy(images[i : i + 32]))
             out.append(logits.argmax(1).numpy())
-    return np.concatenate(out) if out else np.zeros((0,) + images.shape[2:], dtype=np.int64)
+    return np.concatenate(out) if out else np.zeros((0, *images.shape[2:]), dtype=np.int64)
 
 
 def _predict_pixels(model: nn.Module, x: NDArray[np.float32]) -> NDArray[np.int64]:
@@ -372,6 +374,13 @@ def _subsample(y: NDArray[np.int64], n: int, rng: np.random.Generator) -> NDArra
     return np.sort(np.concatenate(out))
 
 
+def _medians(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Per-feature medians of the training pixels (0 for an all-missing feature)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nan_to_num(np.nanmedian(x, axis=0)).astype(np.float32)
+
+
 def _filled(x: NDArray[np.float32], medians: NDArray[np.float32]) -> NDArray[np.float32]:
     return np.where(np.isnan(x), medians[None, :], x)
 
@@ -388,7 +397,7 @@ def threshold_baseline(
     Returns:
         ``(predict, feature_index)``.
     """
-    medians = np.nan_to_num(np.nanmedian(x_train, axis=0)).astype(np.float32)
+    medians = _medians(x_train)
     x = _filled(x_train, medians)
     best, best_k, best_tree = -1.0, 0, None
     names = [str(k) for k in range(classes)]
@@ -413,7 +422,7 @@ def forest_baseline(
     x_train: NDArray[np.float32], y_train: NDArray[np.int64], options: TrainOptions, seed: int
 ) -> Callable[[NDArray[np.float32]], NDArray[np.int64]]:
     """A class-balanced random forest on every feature."""
-    medians = np.nan_to_num(np.nanmedian(x_train, axis=0)).astype(np.float32)
+    medians = _medians(x_train)
     forest = RandomForestClassifier(
         n_estimators=options.rf_trees,
         class_weight="balanced_subsample",
