@@ -381,7 +381,7 @@ def test_bad_training_input_gets_one_line_and_exit_2(tmp_path: Path) -> None:
     rare = gpd.GeoDataFrame(
         {"class": ["open", "encroached"]},
         geometry=[
-            box(left, top - 1280, left + 1280, top),
+            box(left + 200, top - 1280, left + 1280, top),
             box(left + 10, top - 40, left + 40, top - 10),
         ],
         crs=32733,

@@ -29,9 +29,7 @@ from agrimon.config import RunSpec
 from agrimon.errors import SourceError
 from agrimon.grid import Tile, geobox_for, zone_pieces
 from agrimon.indices import composites, masks, phenology, spectral, zonal
-from agrimon.invasive.card import model_config
-from agrimon.invasive.features import SEASON_V1, feature_stack, season_window
-from agrimon.invasive.pipeline import TileMapper, check_monitor_model, monitor_model
+from agrimon.invasive.features import SEASON_V1, feature_stack, monitor_model, season_window
 from agrimon.plan import TILES_IN_FLIGHT, RunPlan, TilePlan, monitor_bands, plan_run
 from agrimon.products.catalog import ZoneProducts, write_catalog
 from agrimon.products.cog import BLOCK_PX, CogWriter, Layer, window_of
@@ -144,7 +142,10 @@ def check_inputs(spec: RunSpec) -> Aoi:
     if spec.source != "demo" and not settings.no_cache:
         settings.cache().check(for_writing=not settings.offline)
     get_source(spec.source, settings).check()
-    check_monitor_model(spec)
+    if monitor_model(spec) is not None:
+        from agrimon.invasive.pipeline import check_monitor_model  # torch: only when mapping
+
+        check_monitor_model(spec)
     return aoi
 
 
@@ -223,7 +224,7 @@ def composite_tile(spec: RunSpec, tile: Tile, stack: xr.Dataset) -> TileComposit
             layers[f"{first}_{metric}"] = season[metric]
     features = None
     model = monitor_model(spec)
-    if model is not None and model_config(model).halo == 0:
+    if model is not None and _model_halo(model) == 0:
         params = phenology_params(southern=tile.hemisphere == "S")
         features = feature_stack(
             stack,
@@ -233,6 +234,12 @@ def composite_tile(spec: RunSpec, tile: Tile, stack: xr.Dataset) -> TileComposit
             invalid_scl=spec.invalid_scl,
         )
     return TileComposite(tile=tile, layers=layers, series=series, clear=clear, features=features)
+
+
+def _model_halo(model: Path) -> int:
+    from agrimon.invasive.card import model_config  # torch: only when mapping
+
+    return model_config(model).halo
 
 
 def inside_mask(tile: Tile) -> np.ndarray:
@@ -250,7 +257,7 @@ def _write_tiles(
     comps: Sequence[TileComposite],
     writers: dict[str, CogWriter],
     zones: gpd.GeoDataFrame,
-    mapper: TileMapper | None = None,
+    mapper: Any = None,
 ) -> list[zonal.ZonalPartial]:
     """Compute a few tiles in one pass and write their layers, nodata outside the AOI.
 
@@ -304,8 +311,12 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
     grids = zone_grids([r.tile for r in results])
     zones = sorted(grids)
     layers = product_layers(spec)
-    loaded = check_monitor_model(spec)
-    mapper = TileMapper(spec, loaded, plan.tiles) if loaded is not None else None
+    mapper = None
+    if monitor_model(spec) is not None:
+        from agrimon.invasive.pipeline import TileMapper, check_monitor_model
+
+        loaded = check_monitor_model(spec)
+        mapper = TileMapper(spec, loaded, plan.tiles) if loaded is not None else None
     if mapper is not None:
         layers = {**layers, **mapper.layers}
     partials: list[zonal.ZonalPartial] = []

@@ -9,7 +9,6 @@ differs from its card's, or whose feature set is not the one the caller computes
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch import nn
 from agrimon.errors import ModelError
 from agrimon.invasive.features import FeatureSet
 from agrimon.invasive.model import ModelConfig, build_classifier
+from agrimon.products.manifest import sha256_file
 
 FORMAT = "agrimon-invasive/1"
 CHECKPOINT = "model.pt"
@@ -52,15 +52,6 @@ class LoadedModel:
     path: Path
 
 
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_checkpoint(
     folder: Path,
     model: nn.Module,
@@ -87,7 +78,7 @@ def save_checkpoint(
         **card,
         "format": FORMAT,
         "checkpoint": CHECKPOINT,
-        "sha256": sha256_of(path),
+        "sha256": sha256_file(path),
         "model": config.to_dict(),
         "feature_set": feature_set.to_dict(),
         "classes": list(classes),
@@ -125,7 +116,7 @@ def load_checkpoint(path: Path, *, feature_set: FeatureSet | None = None) -> Loa
         raise ModelError(f"model card {card_path} cannot be read ({err}): retrain") from err
     if not isinstance(card, dict) or "sha256" not in card:
         raise ModelError(f"model card {card_path} has no checksum: retrain the model")
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != card["sha256"]:
         raise ModelError(
             f"model checkpoint {path} does not match its card (SHA-256 {actual[:12]}… ≠ "

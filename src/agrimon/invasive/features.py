@@ -15,11 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
+from agrimon.config import SHIPPED_INVASIVE_MODEL, RunSpec
 from agrimon.errors import ConfigError, ModelError
 from agrimon.indices import composites, masks, phenology, spectral
 from agrimon.sources.base import BANDS
@@ -205,3 +207,43 @@ def feature_stack(
         parts.append(static.drop_vars([c for c in static.coords if c not in ("y", "x")]))
     out = xr.concat(parts, dim="band", coords="minimal", compat="override").astype(np.float32)
     return out.assign_coords(band=list(feature_set.channels)).rename("features")
+
+
+# --- which runs need features (light: the monitor imports this without torch) ---------
+
+
+def _phenology_params(southern: bool) -> phenology.PhenologyParams:
+    from agrimon.monitor import phenology_params  # the monitor imports this module
+
+    return phenology_params(southern=southern)
+
+
+def check_season(spec: RunSpec) -> None:
+    """Raise ConfigError when the run's period holds no whole season (before any work)."""
+    for southern in (True, False):
+        try:
+            season_window(spec.start, spec.end, _phenology_params(southern))
+            return
+        except ConfigError:
+            if not southern:
+                raise
+
+
+def monitor_model(spec: RunSpec) -> Path | None:
+    """The checkpoint a monitor run maps with, or None.
+
+    ``auto`` is the shipped demo checkpoint for demo runs whose period holds a whole
+    season (the features need one); ``none`` maps nothing.
+    """
+    choice = spec.invasive_model.strip()
+    if choice.lower() == "none":
+        return None
+    if choice.lower() == "auto":
+        if spec.source != "demo" or not SHIPPED_INVASIVE_MODEL.is_file():
+            return None
+        try:
+            check_season(spec)
+        except ConfigError:
+            return None
+        return SHIPPED_INVASIVE_MODEL
+    return Path(choice)

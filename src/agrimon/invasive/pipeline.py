@@ -23,12 +23,13 @@ import xarray as xr
 from dask.base import compute
 from odc.geo.geobox import GeoBox
 
-from agrimon.config import SHIPPED_INVASIVE_MODEL, RunSpec
+from agrimon.config import RunSpec
 from agrimon.errors import ConfigError, LabelError
 from agrimon.grid import Tile
 from agrimon.invasive import features as feats
 from agrimon.invasive.card import METRICS, LoadedModel, load_checkpoint, save_checkpoint
 from agrimon.invasive.dataset import load_chips
+from agrimon.invasive.features import check_season, monitor_model
 from agrimon.invasive.labels import (
     IGNORE,
     Labels,
@@ -103,17 +104,6 @@ def tile_features(
     return feats.feature_stack(
         stack, feature_set, season=season, params=params, invalid_scl=spec.invalid_scl
     )
-
-
-def check_season(spec: RunSpec) -> None:
-    """Raise ConfigError when the run's period holds no whole season (before any work)."""
-    for southern in (True, False):
-        try:
-            feats.season_window(spec.start, spec.end, _phenology_params(southern))
-            return
-        except ConfigError:
-            if not southern:
-                raise
 
 
 def write_feature_raster(
@@ -539,26 +529,6 @@ def predict_aoi(model: Path, spec: RunSpec, out: Path) -> dict[str, Path]:
 
 
 # --- in the monitor run ---------------------------------------------------------------
-
-
-def monitor_model(spec: RunSpec) -> Path | None:
-    """The checkpoint a monitor run maps with, or None.
-
-    ``auto`` is the shipped demo checkpoint for demo runs whose period holds a whole
-    season (the features need one); ``none`` maps nothing.
-    """
-    choice = spec.invasive_model.strip()
-    if choice.lower() == "none":
-        return None
-    if choice.lower() == "auto":
-        if spec.source != "demo" or not SHIPPED_INVASIVE_MODEL.is_file():
-            return None
-        try:
-            check_season(spec)
-        except ConfigError:
-            return None
-        return SHIPPED_INVASIVE_MODEL
-    return Path(choice)
 
 
 def check_monitor_model(spec: RunSpec) -> LoadedModel | None:
