@@ -30,21 +30,16 @@ increase) and ``limit_ratio`` (agrimon / limit time). Lower is better for all th
 
 from __future__ import annotations
 
-import multiprocessing
 import tempfile
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import dask
 import numpy as np
-import psutil  # type: ignore[import-untyped]  # comes with dask[distributed]
 import rasterio
 import xarray as xr
 from numpy.typing import NDArray
@@ -56,6 +51,7 @@ from agrimon.indices.spectral import compute_indices
 from agrimon.sources.demo import render_stack
 from agrimon.sources.local import LocalSource
 from agrimon.sources.settings import SourceSettings
+from bench._measure import in_child, peak_rss_increase
 
 DATES, SIDE, THREADS = 12, 4096, 2
 #: File tile side (and render chunk); agrimon's dask chunk (one file window read per chunk).
@@ -197,45 +193,6 @@ PHASES: dict[str, Callable[[Path], tuple[F32, F32]]] = {
 # --- measuring ------------------------------------------------------------------------
 
 
-def _vm_hwm() -> int:
-    """The process's peak resident set (bytes) since start or the last reset."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise OSError("no VmHWM in /proc/self/status")
-
-
-@contextmanager
-def peak_rss_increase(result: dict[str, int]) -> Iterator[None]:
-    """Put the peak resident set above the starting one (bytes) in ``result["peak"]``."""
-    proc = psutil.Process()
-    start = proc.memory_info().rss
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
-        _vm_hwm()
-        kernel = True
-    except OSError:
-        kernel = False
-    peak = [start]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(0.02):
-            peak[0] = max(peak[0], proc.memory_info().rss)
-
-    sampler = None if kernel else threading.Thread(target=sample, daemon=True)
-    if sampler is not None:
-        sampler.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        if sampler is not None:
-            sampler.join()
-        top = _vm_hwm() if kernel else max(peak[0], proc.memory_info().rss)
-        result["peak"] = max(top - start, 0)
-
-
 def run_phase(name: str, folder: Path) -> tuple[float, float, int]:
     """Run one phase in this (fresh) process; save its composites beside the inputs.
 
@@ -251,12 +208,6 @@ def run_phase(name: str, folder: Path) -> tuple[float, float, int]:
         np.save(folder / f"{name}_ndvi.npy", nd)
         np.save(folder / f"{name}_evi.npy", ev)
     return seconds, cpu, memory["peak"]
-
-
-def in_child(fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` in a fresh spawned process."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
 
 
 def main() -> None:
