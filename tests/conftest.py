@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -25,6 +27,12 @@ REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 #: The small demo run: the shipped AOI, one quarter, 512 px tiles (so the mosaic has seams).
 DEMO_START, DEMO_END = date(2024, 1, 1), date(2024, 3, 31)
+
+
+def agrimon_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``agrimon`` command with ``args``; its output captured as text."""
+    command = str(Path(sys.executable).with_name("agrimon"))
+    return subprocess.run([command, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def real_path(*parts: str) -> Path:

@@ -10,8 +10,6 @@ with ``--classes``.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +17,9 @@ import numpy as np
 import pytest
 import rasterio
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "slovenia-s2"
-AGRIMON = str(Path(sys.executable).with_name("agrimon"))
+from .conftest import REAL_DATA, agrimon_cli
+
+REAL = REAL_DATA / "slovenia-s2"
 CLASSES = "artificial surface,forest,grassland,schrubland"  # the LPIS spelling
 SEEDS = (0, 1, 2)
 #: The mean held-out shrubland F1 the shipped training reaches (see the test).
@@ -56,30 +55,25 @@ def runs(features: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict[
     out = []
     for seed in SEEDS:
         folder = tmp_path_factory.mktemp(f"seed{seed}") / "model"
-        proc = subprocess.run(
-            [
-                AGRIMON,
-                "train",
-                "invasive",
-                "--features",
-                str(features),
-                "--labels",
-                str(REAL / "lulc.gpkg"),
-                "--class-column",
-                "LULC_NAME",
-                "--classes",
-                CLASSES,
-                "--target",
-                "schrubland",
-                "--models",
-                "tempcnn",
-                "--seed",
-                str(seed),
-                "--out",
-                str(folder),
-            ],
-            capture_output=True,
-            text=True,
+        proc = agrimon_cli(
+            "train",
+            "invasive",
+            "--features",
+            str(features),
+            "--labels",
+            str(REAL / "lulc.gpkg"),
+            "--class-column",
+            "LULC_NAME",
+            "--classes",
+            CLASSES,
+            "--target",
+            "schrubland",
+            "--models",
+            "tempcnn",
+            "--seed",
+            str(seed),
+            "--out",
+            str(folder),
             timeout=1200,
         )
         assert proc.returncode == 0, proc.stderr

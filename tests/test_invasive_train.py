@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,8 @@ from agrimon.invasive.pipeline import TrainJob, raster_feature_set, run_training
 from agrimon.invasive.train import TrainOptions, make_problem
 from agrimon.monitor import phenology_params
 
-AGRIMON = str(Path(sys.executable).with_name("agrimon"))
+from .conftest import agrimon_cli
+
 TRANSFORM = Affine(10.0, 0.0, 600000.0, 0.0, -10.0, 7830000.0)
 
 
@@ -210,6 +210,19 @@ def _trained(tmp_path: Path) -> Path:
     return run_training(job)
 
 
+def _predict_cli(features: Path, model: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return agrimon_cli(
+        "predict",
+        "invasive",
+        "--features",
+        str(features),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+    )
+
+
 def test_bad_checkpoints_are_refused_in_one_line(tmp_path: Path) -> None:
     folder = _trained(tmp_path)
     features = tmp_path / "features.tif"
@@ -232,65 +245,20 @@ def test_bad_checkpoints_are_refused_in_one_line(tmp_path: Path) -> None:
         (tmp_path / "nope", "does not exist"),
     ):
         out = tmp_path / "map"
-        proc = subprocess.run(
-            [
-                AGRIMON,
-                "predict",
-                "invasive",
-                "--features",
-                str(features),
-                "--model",
-                str(model),
-                "--out",
-                str(out),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        proc = _predict_cli(features, model, out)
         assert proc.returncode == 2, proc.stderr
         assert expect in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
         assert not out.exists()
     # Another feature raster (different band count) is refused.
     other = _write(tmp_path / "other.tif", np.zeros((5, 16, 16), np.float32), float("nan"))
-    proc = subprocess.run(
-        [
-            AGRIMON,
-            "predict",
-            "invasive",
-            "--features",
-            str(other),
-            "--model",
-            str(folder),
-            "--out",
-            str(tmp_path / "map2"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = _predict_cli(other, folder, tmp_path / "map2")
     assert proc.returncode == 2 and "trained on feature set" in proc.stderr
 
 
 def test_predicting_a_feature_raster_writes_three_cogs_on_its_grid(tmp_path: Path) -> None:
     folder = _trained(tmp_path)
     out = tmp_path / "map"
-    proc = subprocess.run(
-        [
-            AGRIMON,
-            "predict",
-            "invasive",
-            "--features",
-            str(tmp_path / "features.tif"),
-            "--model",
-            str(folder),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = _predict_cli(tmp_path / "features.tif", folder, out)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == str(out)
     with (
@@ -305,21 +273,16 @@ def test_predicting_a_feature_raster_writes_three_cogs_on_its_grid(tmp_path: Pat
 
 
 def _train_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            AGRIMON,
-            "train",
-            "invasive",
-            *args,
-            "--out",
-            str(tmp_path / "out"),
-            "--folds",
-            "3",
-            "--max-epochs",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
+    return agrimon_cli(
+        "train",
+        "invasive",
+        *args,
+        "--out",
+        str(tmp_path / "out"),
+        "--folds",
+        "3",
+        "--max-epochs",
+        "2",
         timeout=300,
     )
 

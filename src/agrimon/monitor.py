@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
@@ -38,6 +38,9 @@ from agrimon.products.manifest import write_manifest
 from agrimon.progress import TILES
 from agrimon.sources import get_source
 from agrimon.sources.base import ALL_BANDS
+
+if TYPE_CHECKING:  # torch is imported only by runs that map
+    from agrimon.invasive.pipeline import TileMapper
 
 _log = logging.getLogger(__name__)
 
@@ -257,7 +260,7 @@ def _write_tiles(
     comps: Sequence[TileComposite],
     writers: dict[str, CogWriter],
     zones: gpd.GeoDataFrame,
-    mapper: Any = None,
+    mapper: TileMapper | None = None,
 ) -> list[zonal.ZonalPartial]:
     """Compute a few tiles in one pass and write their layers, nodata outside the AOI.
 

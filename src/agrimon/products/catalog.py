@@ -93,11 +93,21 @@ def write_catalog(
     return folder / "catalog.json"
 
 
+#: Asset key, media type and title of each table the tables item lists, by its key.
 _TABLE_TYPES = {
-    "parquet": ("application/vnd.apache.parquet", "Per-zone index time series (Parquet)"),
-    "csv": ("text/csv", "Per-zone index time series (CSV)"),
-    "gpkg": ("application/geopackage+sqlite3", "Per-zone index time series with zone polygons"),
+    "parquet": (
+        "zonal_stats_parquet",
+        "application/vnd.apache.parquet",
+        "Per-zone index time series (Parquet)",
+    ),
+    "csv": ("zonal_stats_csv", "text/csv", "Per-zone index time series (CSV)"),
+    "gpkg": (
+        "zonal_stats_gpkg",
+        "application/geopackage+sqlite3",
+        "Per-zone index time series with zone polygons",
+    ),
     "invasive_accuracy": (
+        "invasive_accuracy",
         "application/json",
         "Encroachment map scored against the demo truth (demo runs)",
     ),
@@ -118,9 +128,9 @@ def _tables_item(
         properties={"agrimon:period": f"{start.isoformat()}/{end.isoformat()}"},
     )
     for fmt, path in tables.items():
-        media_type, title = _TABLE_TYPES[fmt]
+        key, media_type, title = _TABLE_TYPES[fmt]
         item.add_asset(
-            fmt if fmt == "invasive_accuracy" else f"zonal_stats_{fmt}",
+            key,
             pystac.Asset(
                 href=str(path.resolve()), media_type=media_type, title=title, roles=["data"]
             ),
