@@ -104,7 +104,10 @@ def load_checkpoint(path: Path, *, feature_set: FeatureSet | None = None) -> Loa
     path = path / CHECKPOINT if path.is_dir() else path
     card_path = path.parent / CARD_JSON
     if not path.is_file():
-        raise ModelError(f"model checkpoint {path} does not exist: pass --model DIR/model.pt")
+        raise ModelError(
+            f"model checkpoint {path} does not exist: give the model.pt (or its folder) "
+            "that 'agrimon train invasive' wrote"
+        )
     if not card_path.is_file():
         raise ModelError(
             f"model checkpoint {path} has no {CARD_JSON} beside it: keep the folder that "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -218,15 +219,22 @@ def _phenology_params(southern: bool) -> phenology.PhenologyParams:
     return phenology_params(southern=southern)
 
 
-def check_season(spec: RunSpec) -> None:
-    """Raise ConfigError when the run's period holds no whole season (before any work)."""
-    for southern in (True, False):
-        try:
-            season_window(spec.start, spec.end, _phenology_params(southern))
-            return
-        except ConfigError:
-            if not southern:
-                raise
+@lru_cache(maxsize=16)
+def _aoi_is_southern(path: Path, mtime_ns: int, max_area_km2: float) -> bool:
+    from agrimon.aoi import read_aoi
+
+    return bool(read_aoi(path, max_area_km2=max_area_km2).geometry.centroid.y < 0)
+
+
+def check_season(spec: RunSpec) -> tuple[date, date]:
+    """The whole season in the run's period, in the AOI's hemisphere (before any work).
+
+    Raises:
+        ConfigError: The period holds no whole season.
+    """
+    mtime = spec.aoi.stat().st_mtime_ns if spec.aoi.is_file() else 0  # else read_aoi says
+    southern = _aoi_is_southern(spec.aoi, mtime, spec.max_area_km2)
+    return season_window(spec.start, spec.end, _phenology_params(southern))
 
 
 def monitor_model(spec: RunSpec) -> Path | None:
