@@ -37,7 +37,6 @@ from agrimon.products.folder import check_output_folder, staged_folder, writing
 from agrimon.products.manifest import write_manifest
 from agrimon.progress import TILES
 from agrimon.sources import get_source
-from agrimon.sources.base import ALL_BANDS
 
 if TYPE_CHECKING:  # torch is imported only by runs that map
     from agrimon.invasive.pipeline import TileMapper
@@ -209,8 +208,9 @@ def load_stack(spec: RunSpec, tile_plan: TilePlan) -> xr.Dataset:
             f"{spec.start} and {spec.end}: widen the period with --start/--end"
         )
     source = get_source(spec.source, spec.source_settings)
-    bands = ALL_BANDS if monitor_model(spec) is not None else monitor_bands(spec)
-    return source.load(tile_plan.tile, tile_plan.scenes, bands=bands, chunk_px=spec.chunk_px)
+    return source.load(
+        tile_plan.tile, tile_plan.scenes, bands=monitor_bands(spec), chunk_px=spec.chunk_px
+    )
 
 
 def composite_tile(spec: RunSpec, tile: Tile, stack: xr.Dataset) -> TileComposite:
@@ -417,6 +417,7 @@ def run_record(plan: RunPlan) -> dict[str, Any]:
             "zones": [str(n) for n in plan.aoi.zones["name"]],
         },
         "source": {"name": plan.spec.source, **source.describe()},
+        "models": _model_record(plan.spec),
         "tiles": [
             {
                 "id": t.tile.id,
@@ -427,6 +428,25 @@ def run_record(plan: RunPlan) -> dict[str, Any]:
             for t in plan.tiles
         ],
     }
+
+
+def _model_record(spec: RunSpec) -> list[dict[str, Any]]:
+    """The checkpoints a run mapped with, by path, checksum and feature set."""
+    path = monitor_model(spec)
+    if path is None:
+        return []
+    from agrimon.invasive.card import CARD_JSON
+
+    card = json.loads(((path if path.is_dir() else path.parent) / CARD_JSON).read_text())
+    return [
+        {
+            "task": "invasive",
+            "path": str(path),
+            "sha256": card["sha256"],
+            "feature_set": f"{card['feature_set']['name']}/v{card['feature_set']['version']}",
+            "architecture": card["model"]["name"],
+        }
+    ]
 
 
 def zone_grids(tiles: Sequence[Tile]) -> dict[int, GeoBox]:

@@ -8,6 +8,7 @@ from agrimon.aoi import Aoi
 from agrimon.config import RunSpec
 from agrimon.grid import Tile, plan_tiles
 from agrimon.indices.spectral import required_bands
+from agrimon.invasive.features import SEASON_V1, monitor_model
 from agrimon.sources.base import BANDS, SCL, Scene, Source
 
 # Bytes per pixel of each loaded band as delivered (uint16 DN; SCL uint8).
@@ -18,8 +19,16 @@ def monitor_bands(spec: RunSpec) -> tuple[str, ...]:
     """Bands the monitor loads: those its indices need, and what the clear mask needs.
 
     That is SCL; where a product may have none (L1C, local files), also blue and red for
-    the reflectance cloud test (``masks.cloud_test``).
+    the reflectance cloud test (``masks.cloud_test``). A run that maps encroachment loads
+    every band (its features use them all).
     """
+    if monitor_model(spec) is not None:
+        return (*BANDS, SCL)
+    return index_bands(spec)
+
+
+def index_bands(spec: RunSpec) -> tuple[str, ...]:
+    """The bands of :func:`monitor_bands` without an encroachment model."""
     bands = set(required_bands(spec.indices))
     if spec.source == "local" or spec.source_settings.level == "l1c":
         bands |= {"blue", "red"}
@@ -87,22 +96,33 @@ class RunPlan:
         indices (dask holds them until the tile's composites and zonal series are done), and
         per pixel the output layers, masks, zone pixel lists and the source's rendering
         (:data:`TILE_PIXEL_BYTES`). It depends on the chunk and tile sizes and the number of
-        dates, not on the AOI's size; the COGs are finished with a fixed GDAL cache. Measured
-        peaks on 2 cores: 0.55 GiB for a 10-day run of the default AOI, 2.8 GiB for the
-        default demo year, 0.77 GiB for Nakuru county (7,500 km², four UTM zones, 120 tiles,
-        10 days); this predicts each within 15 %.
+        dates, not on the AOI's size; the COGs are finished with a fixed GDAL cache. A run
+        that maps encroachment also holds every band of a chunk's series and each tile's
+        feature image. Measured peaks on 2 cores: 0.55 GiB for a 10-day run of the default
+        AOI, 2.8 GiB for the default demo year without a model and 4.0 GiB with it, 0.77 GiB
+        for Nakuru county (7,500 km², four UTM zones, 120 tiles, 10 days); this predicts each
+        within 15 %.
         """
         dates = max((len(t.scenes) for t in self.tiles), default=0)
-        n_bands = len(monitor_bands(self.spec)) - 1
+        n_bands = len(index_bands(self.spec)) - 1
         n_idx = len(self.spec.indices)
         tile = min(self.spec.tile_px**2, max((t.pixels for t in self.tiles), default=0))
         chunk = min(self.spec.chunk_px**2, tile)
         per_obs_chunk = 4 * n_bands + 8 * n_idx
         per_obs_tile = 4 * n_bands + 2 + 8 * n_idx
+        mapping = 0
+        if monitor_model(self.spec) is not None:
+            # Every band of a chunk's series, and each tile's feature image.
+            extra_bands = len(monitor_bands(self.spec)) - 1 - n_bands
+            channels = len(SEASON_V1.channels)
+            mapping = (
+                threads * chunk * dates * 4 * extra_bands + TILES_IN_FLIGHT * tile * 4 * channels
+            )
         return (
             PROCESS_BYTES
             + threads * chunk * dates * per_obs_chunk
             + TILES_IN_FLIGHT * tile * (TILE_PIXEL_BYTES + dates * per_obs_tile)
+            + mapping
         )
 
 

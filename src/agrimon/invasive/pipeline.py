@@ -8,6 +8,7 @@ an analyst's own GeoTIFF (``--features``).
 from __future__ import annotations
 
 import json
+import os
 import platform
 import warnings
 from collections.abc import Callable, Sequence
@@ -274,7 +275,8 @@ def _machine() -> str:
             )
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    # Training runs on one torch thread (see model.torch_threads); the forest uses two.
+    return f"{cpu}, {os.cpu_count()} cores, 1 torch thread, torch {torch.__version__}"
 
 
 def check_train_job(job: TrainJob) -> None:
