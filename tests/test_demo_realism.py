@@ -191,12 +191,16 @@ def test_the_shipped_model_maps_it_clearly_better_than_any_threshold(
     best = max(threshold_f1.values())
     print(f"shipped model F1 on the demo AOI: {f1:.3f}; best single threshold: {best:.3f}")
     assert "demo_training" in accuracy["trained_on"]
-    assert accuracy["pixels"] == int(run.inside.sum())
     # The map's pixels agree with the accuracy file: recompute F1 from the class COG.
     with rasterio.open(run.folder / "invasive_class.tif") as src:
         label = src.read(1)
+    mapped = label > 0
+    assert accuracy["pixels"] == int(mapped.sum())
+    # Mapped pixels are the AOI's: the tiles' footprints and the whole outline disagree only
+    # on pixel centres within rounding of the outline (measured: 86 of 986,032).
+    assert int((mapped ^ run.inside).sum()) <= 2e-4 * int(run.inside.sum())
     pred = label == 2  # classes (open, encroached): encroached is value 2
-    assert round(_f1(pred[run.inside], run.truth[run.inside]), 4) == f1
+    assert round(_f1(pred[mapped], run.truth[mapped]), 4) == f1
     assert f1 >= best + MODEL_MARGIN
     # The manifest names the checkpoint the map was made with.
     (model,) = json.loads((run.folder / "manifest.json").read_text())["models"]
