@@ -310,7 +310,7 @@ def plan(spec: RunSpec) -> None:
         "pixels", f"{run_plan.pixels:,} per band and date; {run_plan.observations:,} pixel-dates"
     )
     summary.add_row(
-        "to fetch", f"{_human_bytes(run_plan.fetch_bytes)} uncompressed (red, nir, scl)"
+        "to fetch", f"{_human_bytes(run_plan.fetch_bytes)} uncompressed ({_bands_text(spec)})"
     )
     summary.add_row(
         "peak memory", f"about {_human_bytes(run_plan.peak_memory_bytes())} with 2 threads"
@@ -418,6 +418,16 @@ def labels_template(
         f"wrote {path}: open it in QGIS, draw polygons on its layer '{TEMPLATE_LAYER}' "
         f"inside the AOI outline and pick a class ({', '.join(names)}) for each"
     )
+
+
+def _bands_text(spec: RunSpec) -> str:
+    """The bands a run loads, shortly: ``red, nir, scl``, or all bands for the encroachment model."""
+    from agrimon.plan import monitor_bands
+
+    bands = monitor_bands(spec)
+    if len(bands) > 4:
+        return f"all {len(bands) - 1} bands and scl: the encroachment model needs them"
+    return ", ".join(bands)
 
 
 def _human_bytes(n: float) -> str:
