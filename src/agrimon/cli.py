@@ -421,7 +421,7 @@ def labels_template(
 
 
 def _bands_text(spec: RunSpec) -> str:
-    """The bands a run loads, shortly: ``red, nir, scl``, or all bands for the encroachment model."""
+    """The bands a run loads, shortly: ``red, nir, scl``, or all of them for a model."""
     from agrimon.plan import monitor_bands
 
     bands = monitor_bands(spec)
