@@ -22,8 +22,8 @@ from .conftest import REAL_DATA, agrimon_cli
 REAL = REAL_DATA / "slovenia-s2"
 CLASSES = "artificial surface,forest,grassland,schrubland"  # the LPIS spelling
 SEEDS = (0, 1, 2)
-#: The mean held-out shrubland F1 the shipped training reaches (see the test).
-MIN_MEAN_F1 = 0.20
+#: The mean held-out shrubland F1 the issue asks for.
+MIN_MEAN_F1 = 0.30
 
 pytestmark = [
     pytest.mark.slow,
@@ -90,6 +90,7 @@ def test_shrubland_beats_both_baselines_on_held_out_blocks(runs: list[dict[str, 
         assert ours > max(base.values())
         f1.append(ours)
     print(f"mean shrubland F1 over seeds {SEEDS}: {np.mean(f1):.3f}")
-    # Measured: 0.291, 0.254, 0.216 (seeds 0-2, mean 0.254). The issue asks for 0.30;
-    # until the model gets there this guards the level reached, below its seed spread.
+    # Measured: 0.339, 0.321, 0.319 (seeds 0-2, mean 0.326): an ensemble of three networks
+    # that summarise the gappy series themselves (one network on the raw series: 0.254).
     assert np.mean(f1) >= MIN_MEAN_F1
+    assert all(m["model"] == "tempcnn" for m in runs)

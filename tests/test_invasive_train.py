@@ -18,7 +18,13 @@ from agrimon.invasive.card import load_checkpoint
 from agrimon.invasive.dataset import Chips, assign_folds, load_chips
 from agrimon.invasive.features import SEASON_V1, season_window
 from agrimon.invasive.metrics import best_threshold_f1, confusion, scores
-from agrimon.invasive.model import ModelConfig, build_classifier
+from agrimon.invasive.model import (
+    SUMMARY_STATS,
+    Members,
+    ModelConfig,
+    build_classifier,
+    series_summary,
+)
 from agrimon.invasive.pipeline import TrainJob, raster_feature_set, run_training
 from agrimon.invasive.train import TrainOptions, make_problem
 from agrimon.monitor import phenology_params
@@ -96,6 +102,58 @@ def test_models_map_features_to_logits_per_pixel(name: str) -> None:
     x[0, :, 3, 3] = float("nan")  # missing features are standardised to 0, not NaN
     out = model(x)
     assert out.shape == (2, 4, 16, 16) and torch.isfinite(out).all()
+
+
+def test_series_summary_by_hand() -> None:
+    nan = float("nan")
+    series = torch.tensor(
+        [
+            [0.2, nan, 0.8, 0.4, nan, 0.9],  # valid: 0.2 0.8 0.4 0.9
+            [nan] * 6,  # never observed
+            [nan, nan, 0.5, nan, nan, nan],  # observed once: no change
+        ]
+    )[:, :, None]
+    out = dict(zip(SUMMARY_STATS, series_summary(series).T.tolist(), strict=True))
+    # Linear quantiles of 0.2 0.4 0.8 0.9 (numpy's rule), population spread.
+    expect = {
+        "p10": 0.26,
+        "p25": 0.35,
+        "p50": 0.6,
+        "p75": 0.825,
+        "p90": 0.87,
+        "mean": 0.575,
+        "std": (0.3275 / 4) ** 0.5,
+        # Changes between consecutive valid observations: +0.6, -0.4, +0.5.
+        "mean_change": 0.5,
+        "drop": 0.4,
+        "rise": 0.6,
+        # -0.4 is below -0.25 * (0.87 - 0.26); the rises are not falls.
+        "falls": 1 / 3,
+    }
+    for name, value in expect.items():
+        assert out[name][0] == pytest.approx(value, abs=1e-6), name
+    assert all(np.isnan(v[1]) for v in out.values())
+    once = {k: v[2] for k, v in out.items()}
+    assert once["p10"] == once["p90"] == once["mean"] == pytest.approx(0.5)
+    assert once["std"] == 0.0
+    assert all(np.isnan(once[k]) for k in ("mean_change", "drop", "rise", "falls"))
+
+
+def test_an_ensemble_averages_its_members_log_probabilities() -> None:
+    config = ModelConfig("tempcnn", 10, 1, 0, 3, summary=True, members=2)
+    model = build_classifier(config).eval()
+    members = model[2]
+    assert isinstance(members, Members) and len(members.networks) == 2
+    x = torch.rand(1, 10, 4, 4)
+    x[0, ::2, 1, 1] = float("nan")  # gaps in the series: the summary skips them
+    with torch.no_grad():
+        out = model(x)
+        z = model[1](model[0](x))
+        assert z.shape[1] == 10 + len(SUMMARY_STATS)
+        each = [torch.log_softmax(net(z), dim=1) for net in members.networks]
+    assert torch.allclose(out, (each[0] + each[1]) / 2, atol=1e-6)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(torch.softmax(out, 1).sum(1), torch.ones(1, 4, 4))
 
 
 # --- a small synthetic training problem on real files ---------------------------------
@@ -195,6 +253,8 @@ def test_the_same_seed_gives_the_same_checkpoint(tmp_path: Path) -> None:
     assert card["feature_set"]["channels"] == [f"t{k:02d}:value" for k in range(8)]
     assert card["classes"] == ["encroached", "open"] and card["target"] == "encroached"
     assert card["split"]["folds"] == 3
+    # A raw 8-date series on few labels: the model summarises it and is an ensemble.
+    assert card["model"]["summary"] is True and card["model"]["members"] == 3
     loaded = load_checkpoint(runs[0], feature_set=raster_feature_set(features))
     assert loaded.classes == ("encroached", "open")
 
@@ -355,6 +415,10 @@ def test_bad_training_input_gets_one_line_and_exit_2(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2, proc.stderr
     assert "too few for a held-out figure" in proc.stderr
+    assert not (tmp_path / "out").exists()
+    good = str(_gpkg_labels(tmp_path))
+    proc = _train_cli(tmp_path, "--features", str(features), "--labels", good, "--members", "0")
+    assert proc.returncode == 2 and "--members 0: give 1 to 16" in proc.stderr
     assert not (tmp_path / "out").exists()
 
 

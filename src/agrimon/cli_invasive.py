@@ -64,6 +64,13 @@ _TRAIN_OPTIONS = [
     _opt("seed", int, 0, "Seed of every random choice.", "N"),
     _opt("max_epochs", int, 30, "Most epochs per fit.", "N"),
     _opt("models", str, "tempcnn,tempcnn-unet", "Candidate architectures.", "LIST"),
+    _opt(
+        "members",
+        int | None,
+        None,
+        "Networks per model, averaged (default: 3 under 200 000 labelled pixels, else 1).",
+        "N",
+    ),
 ]
 
 
@@ -102,6 +109,7 @@ def train_invasive(
     seed: int,
     max_epochs: int,
     models: str,
+    members: int | None,
 ) -> None:
     """Train the encroachment model with spatial cross-validation and write its checkpoint.
 
@@ -122,6 +130,8 @@ def train_invasive(
             )
         if folds < 2:
             raise ConfigError(f"--folds {folds}: spatial cross-validation needs at least 2")
+        if members is not None and not 1 <= members <= 16:
+            raise ConfigError(f"--members {members}: give 1 to 16 networks")
         return TrainJob(
             out=out,
             labels=labels,
@@ -136,6 +146,7 @@ def train_invasive(
                 block_px=block_px,
                 seed=seed,
                 max_epochs=max_epochs,
+                members=members,
             ),
         )
 

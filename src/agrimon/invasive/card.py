@@ -140,10 +140,10 @@ def load_checkpoint(path: Path, *, feature_set: FeatureSet | None = None) -> Loa
         )
     config = ModelConfig(**payload["config"])
     state = payload["state_dict"]
-    model = build_classifier(config, state["0.mean"].flatten(), state["0.std"].flatten())
     try:
+        model = build_classifier(config)
         model.load_state_dict(state)
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:
         raise ModelError(f"model checkpoint {path} does not fit its config: retrain") from err
     model.eval()
     return LoadedModel(
@@ -176,6 +176,22 @@ def _row(name: str, score: dict[str, Any], classes: list[str]) -> str:
     return f"| {name} | {score['overall_accuracy']:.3f} | " + " | ".join(cells) + " |"
 
 
+def _model_extras(model: dict[str, Any]) -> list[str]:
+    """Card lines for the ensemble and the series summary, when the model has them."""
+    lines = []
+    if model.get("members", 1) > 1:
+        lines.append(
+            f"- ensemble of {model['members']} networks from their own seeds; "
+            "their log-probabilities are averaged"
+        )
+    if model.get("summary"):
+        lines.append(
+            "- the model appends its own summary of each series (NaN-aware quantiles, mean, "
+            "spread, changes between consecutive valid observations)"
+        )
+    return lines
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     """A human-readable model card."""
     classes = list(card["classes"])
@@ -187,6 +203,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         f"- architecture: `{card['model']['name']}` ({card.get('parameters', '?')} parameters),"
         f" chosen by spatial cross-validation from {', '.join(card.get('candidates', []))}",
+        *_model_extras(card["model"]),
         f"- features: `{card['feature_set']['name']}/v{card['feature_set']['version']}`, "
         f"{len(card['feature_set']['channels'])} channels",
         f"- classes: {', '.join(classes)}; target (probability product): `{card['target']}`",

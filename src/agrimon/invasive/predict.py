@@ -368,7 +368,7 @@ def _lower_encoders(model: nn.Module) -> None:
             except TypeError:
                 continue
             probe = torch.randn(
-                64, child.config.channels, generator=torch.Generator().manual_seed(0)
+                64, child.config.scaled_channels, generator=torch.Generator().manual_seed(0)
             )
             with torch.no_grad():
                 if torch.allclose(dense(probe), child(probe), atol=1e-4, rtol=1e-4):

@@ -37,8 +37,19 @@ from agrimon.invasive.model import (
     ModelConfig,
     ModelName,
     build_classifier,
+    member_networks,
+    summarised,
     torch_threads,
 )
+
+#: Fewest steps of a raw series for which the model summarises it (quantiles need a few).
+SUMMARY_MIN_STEPS = 8
+
+#: Below this many labelled pixels a model is an ensemble of :data:`SMALL_MEMBERS` networks
+#: by default: on 10 000 real Slovenian pixels three members raised the held-out shrubland
+#: F1 from 0.26 to 0.32 (mean of three seeds) and narrowed its spread across seeds.
+SMALL_LABELS = 200_000
+SMALL_MEMBERS = 3
 
 #: ``progress(label, fraction_done)``.
 Progress = Callable[[str, float], None]
@@ -67,6 +78,9 @@ class TrainOptions:
         max_baseline_pixels: Training pixels the baselines are fitted on (a stratified
             subsample), per fold.
         validation_share: Share of each fold's training blocks kept for early stopping.
+        members: Networks per model, each from its own seed, averaged; ``None`` picks
+            :data:`SMALL_MEMBERS` when fewer than :data:`SMALL_LABELS` pixels are labelled
+            (where one network's luck of the draw decides too much) and 1 otherwise.
     """
 
     candidates: tuple[ModelName, ...] = MODEL_NAMES
@@ -84,6 +98,7 @@ class TrainOptions:
     rf_trees: int = 100
     max_baseline_pixels: int = 40_000
     validation_share: float = 0.15
+    members: int | None = None
 
 
 @dataclass
@@ -244,7 +259,7 @@ def fit(
     target: int | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> Fitted:
-    """Train one network on the ``train`` pixels of the chips.
+    """Train one network (or each member of an ensemble) on the ``train`` pixels.
 
     Args:
         config: Architecture.
@@ -252,22 +267,78 @@ def fit(
         train: Chip pixels to learn from ``(n, s, s)``.
         valid: Chip pixels for early stopping, or ``None`` to train for ``epochs``.
         options: Training options.
-        seed: Seed of the initial weights and of every sample drawn.
+        seed: Seed of the initial weights and of every sample drawn (member ``e`` of an
+            ensemble draws from ``seed + 1000·e``).
         epochs: Epochs to train when there is no validation set.
         target: Class index whose F1 early stopping follows (else the mean F1).
         progress: Called with the fraction of epochs done.
     """
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     x_train, y_train = _pixels_of(chips, train)
-    mean, std = _standardisation(x_train)
+    mean, std = _standardisation(summarised(config, x_train))
     model = build_classifier(config, mean, std)
-    weights = _class_weights(y_train, config.classes)
-    loss_fn = nn.CrossEntropyLoss(weight=weights, ignore_index=-1)
+    loss_fn = nn.CrossEntropyLoss(weight=_class_weights(y_train, config.classes), ignore_index=-1)
+    data = _Data(chips, x_train, y_train, np.where(train, chips.labels, -1), valid)
+    n_epochs = epochs if valid is None and epochs is not None else options.max_epochs
+    nets = member_networks(model)
+    best_epochs, history = [], []
+    for e, net in enumerate(nets):
+        if e:
+            torch.manual_seed(seed + 1000 * e)
+
+        def tick(f: float, e: int = e) -> None:
+            if progress:
+                progress((e + f) / len(nets))
+
+        best_epoch, member_history = _fit_network(
+            net,
+            config,
+            data,
+            loss_fn,
+            options,
+            np.random.default_rng(seed + 1000 * e),
+            n_epochs=n_epochs,
+            target=target,
+            progress=tick,
+        )
+        best_epochs.append(best_epoch)
+        history.append(member_history)
+    model.eval()
+    # One epoch count for the final fit: the members' median (history: the first member's).
+    return Fitted(model, config, int(np.median(best_epochs)), history[0])
+
+
+@dataclass(frozen=True)
+class _Data:
+    """What the members of one fit learn from and stop on."""
+
+    chips: Chips
+    x_train: NDArray[np.float32]
+    y_train: NDArray[np.int64]
+    labels_train: NDArray[np.int64]
+    valid: NDArray[np.bool_] | None
+
+
+def _fit_network(
+    model: nn.Module,
+    config: ModelConfig,
+    data: _Data,
+    loss_fn: nn.Module,
+    options: TrainOptions,
+    rng: np.random.Generator,
+    *,
+    n_epochs: int,
+    target: int | None,
+    progress: Callable[[float], None],
+) -> tuple[int, list[float]]:
+    """Train one network in place; keep its best validation state.
+
+    Returns:
+        ``(best_epoch, validation history)``; without validation, ``n_epochs`` and ``[]``.
+    """
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     spatial = config.halo > 0
-    n_epochs = epochs if valid is None and epochs is not None else options.max_epochs
-    labels_train = np.where(train, chips.labels, -1)
+    chips, valid = data.chips, data.valid
     if valid is not None:
         x_valid, y_valid = _pixels_of(chips, valid)
         valid_chips = np.flatnonzero(valid.any(axis=(1, 2)))
@@ -275,9 +346,9 @@ def fit(
     for epoch in range(n_epochs):
         model.train()
         if spatial:
-            _spatial_epoch(model, chips, labels_train, loss_fn, opt, options, rng)
+            _spatial_epoch(model, chips, data.labels_train, loss_fn, opt, options, rng)
         else:
-            _pixel_epoch(model, x_train, y_train, loss_fn, opt, options, rng)
+            _pixel_epoch(model, data.x_train, data.y_train, loss_fn, opt, options, rng)
         if valid is not None:
             if spatial:
                 pred = _predict_chips(model, chips.images[valid_chips])[valid[valid_chips]]
@@ -292,17 +363,13 @@ def fit(
                 best, best_epoch = value, epoch + 1
                 best_state = {k: v.clone() for k, v in model.state_dict().items()}
             elif epoch + 1 - best_epoch >= options.patience:
-                if progress:
-                    progress(1.0)
+                progress(1.0)
                 break
-        if progress:
-            progress((epoch + 1) / n_epochs)
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:
-        best_epoch = n_epochs
-    model.eval()
-    return Fitted(model, config, best_epoch, history)
+        progress((epoch + 1) / n_epochs)
+    if best_state is None:
+        return n_epochs, history
+    model.load_state_dict(best_state)
+    return best_epoch, history
 
 
 def _pixel_epoch(
@@ -508,11 +575,13 @@ def cross_validate(
         x_test, y_test = _pixels_of(chips, test)
         x_train, y_train = _pixels_of(chips, train | is_valid)
         sub = _subsample(y_train, options.max_baseline_pixels, rng)
-        predict, col = threshold_baseline(x_train[sub], y_train[sub], k_classes, options.seed)
+        # The baselines get what the networks see: their derived channels too.
+        b_train, b_test = summarised(configs[0], x_train[sub]), summarised(configs[0], x_test)
+        predict, col = threshold_baseline(b_train, y_train[sub], k_classes, options.seed)
         chosen_features.append(col)
-        matrices["threshold"] += confusion(y_test, predict(x_test), k_classes)
-        forest = forest_baseline(x_train[sub], y_train[sub], options, options.seed + fold)
-        matrices["random_forest"] += confusion(y_test, forest(x_test), k_classes)
+        matrices["threshold"] += confusion(y_test, predict(b_test), k_classes)
+        forest = forest_baseline(b_train, y_train[sub], options, options.seed + fold)
+        matrices["random_forest"] += confusion(y_test, forest(b_test), k_classes)
         for config in configs:
             label = f"fold {fold + 1}/{options.folds}: {config.name}"
 
@@ -585,8 +654,23 @@ def _train(
 ) -> TrainResult:
     started = time.perf_counter()
     k = len(problem.classes)
+    # A raw series (no season metrics) gets the model's own summary of it.
+    summary = static == 0 and steps >= SUMMARY_MIN_STEPS
+    members = options.members or (
+        SMALL_MEMBERS if int((problem.folds >= 0).sum()) < SMALL_LABELS else 1
+    )
     configs = [
-        ModelConfig(name, steps, per_step, static, k, width=options.width, hidden=options.hidden)
+        ModelConfig(
+            name,
+            steps,
+            per_step,
+            static,
+            k,
+            width=options.width,
+            hidden=options.hidden,
+            summary=summary,
+            members=members,
+        )
         for name in options.candidates
     ]
     target_idx = None if target is None else problem.classes.index(target)
