@@ -69,3 +69,7 @@ class InterruptedRun(AgrimonError):  # noqa: N818 - it is a stop, not a failure
 
 class LabelError(AgrimonError):
     """Training labels cannot be read, rasterised or written."""
+
+
+class AssessmentError(AgrimonError):
+    """A reference sample cannot give an honest area or accuracy estimate."""

@@ -41,6 +41,12 @@ from shapely.geometry.base import BaseGeometry
 
 from agrimon.aoi import read_aoi
 from agrimon.errors import LabelError
+from agrimon.products.gpkg import add_enum_constraint as _add_enum_constraint
+from agrimon.products.gpkg import add_styles as _add_styles
+from agrimon.products.gpkg import field_widget as _field_widget
+from agrimon.products.gpkg import qml_root as _qml_root
+from agrimon.products.gpkg import qml_text as _qml_text
+from agrimon.products.gpkg import value_map
 
 __all__ = [
     "DEFAULT_TEMPLATE_CLASSES",
@@ -556,7 +562,9 @@ def _write_layers(
         layer_options={"DESCRIPTION": f"{description}: where to draw the labels"},
     )
     with sqlite3.connect(path) as db:
-        _add_enum_constraint(db, TEMPLATE_LAYER, CLASS_FIELD, DOMAIN_NAME, classes)
+        _add_enum_constraint(
+            db, TEMPLATE_LAYER, CLASS_FIELD, DOMAIN_NAME, classes, "Training label classes"
+        )
         geometry_column = {
             table: column
             for table, column in db.execute(
@@ -600,91 +608,6 @@ def _link_into_place(tmp: Path, out: Path, where: str) -> None:
         if os.path.lexists(out):
             raise LabelError(f"{where} exists already and is never overwritten") from None
         os.replace(tmp, out)
-
-
-def _add_enum_constraint(
-    db: sqlite3.Connection, table: str, column: str, name: str, values: Sequence[str]
-) -> None:
-    """Record the allowed values of a column with the GeoPackage Schema extension.
-
-    The tables and rows are those GDAL writes for a coded field domain, so GDAL (3.3+)
-    reads them back as the field domain `name` of `column`.
-    """
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS gpkg_data_columns (table_name TEXT NOT NULL,"
-        "column_name TEXT NOT NULL,name TEXT UNIQUE,title TEXT,description TEXT,"
-        "mime_type TEXT,constraint_name TEXT,"
-        "CONSTRAINT pk_gdc PRIMARY KEY (table_name, column_name),"
-        "CONSTRAINT gdc_tn UNIQUE (table_name, name))"
-    )
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS gpkg_data_column_constraints (constraint_name TEXT NOT NULL,"
-        "constraint_type TEXT NOT NULL,value TEXT,min NUMERIC,min_is_inclusive BOOLEAN,"
-        "max NUMERIC,max_is_inclusive BOOLEAN,description TEXT,"
-        "CONSTRAINT gdcc_ntv UNIQUE (constraint_name, constraint_type, value))"
-    )
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS gpkg_extensions (table_name TEXT,column_name TEXT,"
-        "extension_name TEXT NOT NULL,definition TEXT NOT NULL,scope TEXT NOT NULL,"
-        "CONSTRAINT ge_tce UNIQUE (table_name, column_name, extension_name))"
-    )
-    for schema_table in ("gpkg_data_columns", "gpkg_data_column_constraints"):
-        db.execute(
-            "INSERT OR IGNORE INTO gpkg_extensions VALUES (?, NULL, 'gpkg_schema', "
-            "'http://www.geopackage.org/spec121/#extension_schema', 'read-write')",
-            (schema_table,),
-        )
-    db.execute(
-        "INSERT INTO gpkg_data_columns (table_name, column_name, constraint_name) VALUES (?, ?, ?)",
-        (table, column, name),
-    )
-    rows: list[tuple[str, str, str | None]] = [
-        (f"_{name}_domain_description", "", "Training label classes")
-    ]
-    rows += [(name, value, None) for value in values]
-    db.executemany(
-        "INSERT INTO gpkg_data_column_constraints (constraint_name, constraint_type, value, "
-        "description) VALUES (?, 'enum', ?, ?)",
-        rows,
-    )
-
-
-def _add_styles(db: sqlite3.Connection, styles: Sequence[tuple[str, str, str, str, str]]) -> None:
-    """Store default QGIS styles in the ``layer_styles`` table, laid out as QGIS makes it.
-
-    Args:
-        db: The open GeoPackage.
-        styles: ``(table, geometry column, style name, QML, SLD)`` per layer.
-    """
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS layer_styles (id INTEGER PRIMARY KEY AUTOINCREMENT,"
-        "f_table_catalog TEXT(256),f_table_schema TEXT(256),f_table_name TEXT(256),"
-        "f_geometry_column TEXT(256),styleName TEXT(30),styleQML TEXT,styleSLD TEXT,"
-        "useAsDefault BOOLEAN,description TEXT,owner TEXT(30),ui TEXT(30),"
-        "update_time DATETIME DEFAULT CURRENT_TIMESTAMP)"
-    )
-    # Registered as an attribute table, like QGIS (through GDAL) does.
-    db.execute(
-        "INSERT OR IGNORE INTO gpkg_contents (table_name, data_type, identifier, description, "
-        "last_change) VALUES ('layer_styles', 'attributes', 'layer_styles', '', "
-        "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))"
-    )
-    has_ogr_contents = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'gpkg_ogr_contents'"
-    ).fetchone()
-    for table, geometry_column, name, qml, sld in styles:
-        db.execute(
-            "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, "
-            "f_geometry_column, styleName, styleQML, styleSLD, useAsDefault, description, "
-            "owner, ui, update_time) VALUES ('', '', ?, ?, ?, ?, ?, 1, ?, '', NULL, "
-            "strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
-            (table, geometry_column, name, qml, sld, f"agrimon: {name}"),
-        )
-    if has_ogr_contents:
-        db.execute(
-            "INSERT OR REPLACE INTO gpkg_ogr_contents (table_name, feature_count) "
-            "VALUES ('layer_styles', (SELECT count(*) FROM layer_styles))"
-        )
 
 
 def class_colours(classes: Sequence[str]) -> dict[str, tuple[int, int, int]]:
@@ -736,12 +659,7 @@ def labels_qml(classes: Sequence[str]) -> str:
             style="solid",
         )
     fields = ET.SubElement(root, "fieldConfiguration")
-    class_widget = _field_widget(fields, CLASS_FIELD, "ValueMap")
-    options = ET.SubElement(class_widget, "Option", type="Map")
-    entries = ET.SubElement(options, "Option", type="List", name="map")
-    for name in classes:
-        entry = ET.SubElement(entries, "Option", type="Map")
-        ET.SubElement(entry, "Option", type="QString", name=name, value=name)
+    value_map(_field_widget(fields, CLASS_FIELD, "ValueMap"), classes)
     note_widget = _field_widget(fields, NOTE_FIELD, "TextEdit")
     note_options = ET.SubElement(note_widget, "Option", type="Map")
     ET.SubElement(note_options, "Option", type="bool", name="IsMultiline", value="false")
@@ -831,21 +749,6 @@ def labels_sld(classes: Sequence[str]) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True)
 
 
-def _qml_root(*, read_only: bool) -> ET.Element:
-    return ET.Element(
-        "qgis",
-        version="3.22.0",
-        styleCategories="AllStyleCategories",
-        readOnly="1" if read_only else "0",
-    )
-
-
-def _qml_text(root: ET.Element) -> str:
-    ET.indent(root, space=" ")
-    body = ET.tostring(root, encoding="unicode")
-    return f"<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n{body}\n"
-
-
 def _fill_symbol(
     parent: ET.Element, name: str, *, color: str, outline: str, outline_width: str, style: str
 ) -> None:
@@ -870,13 +773,6 @@ def _fill_symbol(
         ET.SubElement(options, "Option", type="QString", name=key, value=value)
     for key, value in props.items():  # QGIS before 3.16 reads these
         ET.SubElement(layer, "prop", k=key, v=value)
-
-
-def _field_widget(fields: ET.Element, name: str, widget: str) -> ET.Element:
-    """Add a field's editor widget to ``fieldConfiguration``; return its ``config``."""
-    field = ET.SubElement(fields, "field", name=name, configurationFlags="None")
-    edit = ET.SubElement(field, "editWidget", type=widget)
-    return ET.SubElement(edit, "config")
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Polygons, sample design and area-adjusted estimates of a class map."""
