@@ -146,6 +146,14 @@ _RUN_OPTIONS: list[tuple[str, Any, Any]] = [
         "for demo runs).",
         "PATH",
     ),
+    _option("mmu_ha", float, 0.5, "Minimum mapping unit of the encroachment polygons.", "HA"),
+    _option(
+        "reference",
+        Path | None,
+        None,
+        "Filled-in field-check sample (agrimon sample): adds area estimates with 95 % CIs.",
+        "FILE",
+    ),
     _option("level", Level, "l2a", "Processing level: l2a (with SCL) or l1c.", "[l2a|l1c]"),
     _option("max_cloud", float, 80.0, "Largest scene cloud cover.", "PERCENT"),
     _option(
@@ -220,6 +228,8 @@ def _spec(values: dict[str, Any]) -> RunSpec:
         indices=values["indices"],
         phenology=values["phenology"],
         invasive_model=values.get("invasive_model", "auto"),
+        mmu_ha=values.get("mmu_ha", 0.5),
+        reference=values.get("reference"),
         dask_address=values["dask_address"],
         source_settings=settings,
     )

@@ -93,7 +93,7 @@ def _run_spec(spec: RunSpec, aoi_option: Path | None, features: Path | None) -> 
 
 
 @train_app.command("invasive")
-@with_run_options(*_TRAIN_OPTIONS, skip=("out", "invasive_model"))
+@with_run_options(*_TRAIN_OPTIONS, skip=("out", "invasive_model", "mmu_ha", "reference"))
 def train_invasive(
     spec: RunSpec,
     *,
@@ -174,7 +174,7 @@ _PREDICT_OPTIONS = [
 
 
 @predict_app.command("invasive")
-@with_run_options(*_PREDICT_OPTIONS, skip=("out", "invasive_model"))
+@with_run_options(*_PREDICT_OPTIONS, skip=("out", "invasive_model", "mmu_ha", "reference"))
 def predict_invasive(
     spec: RunSpec, *, aoi_option: Path | None, features: Path | None, model: Path, out: Path
 ) -> None:

@@ -53,6 +53,9 @@ class RunSpec(BaseModel):
             local threads).
         invasive_model: Encroachment checkpoint to map with: a path, ``"none"``, or
             ``"auto"`` (the shipped demo checkpoint for demo runs over a whole season).
+        mmu_ha: Minimum mapping unit of the encroachment polygons, hectares.
+        reference: A filled-in field-check sample (``agrimon sample``) of this AOI: the run
+            then writes the area-adjusted estimates of its map (``assessment.json``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -71,6 +74,8 @@ class RunSpec(BaseModel):
     indices: tuple[str, ...] = ("ndvi",)
     phenology: bool = True
     invasive_model: str = "auto"
+    mmu_ha: float = Field(default=0.5, ge=0, le=10_000)
+    reference: Path | None = None
 
     @field_validator("indices", mode="before")
     @classmethod

@@ -26,7 +26,7 @@ from rasterio.features import geometry_mask
 from agrimon.aoi import Aoi, read_aoi
 from agrimon.cluster import check_scheduler, connect
 from agrimon.config import RunSpec
-from agrimon.errors import SourceError
+from agrimon.errors import ConfigError, SourceError
 from agrimon.grid import Tile, geobox_for, zone_pieces
 from agrimon.indices import composites, masks, phenology, spectral, zonal
 from agrimon.invasive.features import SEASON_V1, feature_stack, monitor_model, season_window
@@ -144,11 +144,39 @@ def check_inputs(spec: RunSpec) -> Aoi:
     if spec.source != "demo" and not settings.no_cache:
         settings.cache().check(for_writing=not settings.offline)
     get_source(spec.source, settings).check()
+    loaded = None
     if monitor_model(spec) is not None:
         from agrimon.invasive.pipeline import check_monitor_model  # torch: only when mapping
 
-        check_monitor_model(spec)
+        loaded = check_monitor_model(spec)
+    if spec.reference is not None:
+        check_reference(spec.reference, loaded.classes if loaded else None, aoi)
     return aoi
+
+
+def check_reference(path: Path, classes: tuple[str, ...] | None, aoi: Aoi) -> None:
+    """Check a run's reference sample before the run: readable, filled in, inside the AOI.
+
+    Raises:
+        ConfigError: The run maps no encroachment, so there is nothing to assess.
+        AssessmentError: The sample is not usable (see ``read_reference``).
+    """
+    from agrimon.area.fieldcheck import read_reference
+    from agrimon.errors import AssessmentError
+
+    if classes is None:
+        raise ConfigError(
+            f"--reference {path}: this run makes no encroachment map to assess; give "
+            "--invasive-model, or drop --reference"
+        )
+    ref = read_reference(path, classes)
+    inside = ref.points.to_crs(4326).geometry.within(aoi.geometry.buffer(1e-6))
+    if not inside.all():
+        ids = ref.points["id"][~inside].tolist()[:10]
+        raise AssessmentError(
+            f"reference sample {path}: point(s) {', '.join(map(str, ids))} lie outside AOI "
+            f"{aoi.name}: use the sample drawn on this AOI's map"
+        )
 
 
 def preflight(spec: RunSpec, aoi: Aoi | None = None) -> RunPlan:
@@ -170,6 +198,12 @@ def preflight(spec: RunSpec, aoi: Aoi | None = None) -> RunPlan:
     aoi = aoi if aoi is not None else check_inputs(spec)
     plan = plan_run(spec, aoi, get_source(spec.source, spec.source_settings))
     require_scenes(plan)
+    utm_zones = {t.tile.epsg for t in plan.tiles}
+    if spec.reference is not None and len(utm_zones) > 1:
+        raise ConfigError(
+            f"--reference {spec.reference}: AOI {aoi.name} spans {len(utm_zones)} UTM zones, "
+            "so its map is one raster per zone; assess each with 'agrimon assess' instead"
+        )
     check_output_folder(spec.out / aoi.name / spec.period, needs_bytes=product_bytes(plan))
     check_scheduler(spec.dask_address)
     return plan
@@ -323,6 +357,7 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
     if mapper is not None:
         layers = {**layers, **mapper.layers}
     partials: list[zonal.ZonalPartial] = []
+    zone_files: dict[str, dict[str, Path]] = {}
     done = 0
     with staged_folder(final) as folder, connect(spec.dask_address):
         zone_products = []
@@ -340,6 +375,7 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
                 "AOI": plan.aoi.name,
             }
             files = {name: folder / f"{name}{suffix}.tif" for name in layers}
+            zone_files[suffix] = files
             with ExitStack() as stack:
                 writers = {
                     name: stack.enter_context(CogWriter(files[name], grid, layer, tags=tags))
@@ -358,6 +394,21 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
             )
         _report_tiles(done, (), len(results))
         tables = write_zone_tables(folder, plan, partials)
+        if mapper is not None:
+            from agrimon.area.products import area_products
+
+            tables.update(
+                area_products(
+                    folder,
+                    {
+                        suffix: {n: files[n] for n in mapper.layers}
+                        for suffix, files in zone_files.items()
+                    },
+                    zones=plan.aoi.zones,
+                    mmu_ha=spec.mmu_ha,
+                    reference=spec.reference,
+                )
+            )
         accuracy = mapper.accuracy() if mapper is not None else None
         if accuracy is not None:
             path = folder / INVASIVE_ACCURACY

@@ -111,6 +111,31 @@ _TABLE_TYPES = {
         "application/json",
         "Encroachment map scored against the demo truth (demo runs)",
     ),
+    "invasive_polygons_geojson": (
+        "invasive_polygons_geojson",
+        "application/geo+json",
+        "Encroachment polygons (minimum mapping unit, lon/lat)",
+    ),
+    "invasive_polygons_gpkg": (
+        "invasive_polygons_gpkg",
+        "application/geopackage+sqlite3",
+        "Encroachment polygons (minimum mapping unit, map CRS)",
+    ),
+    "invasive_map_areas": (
+        "invasive_map_areas",
+        "text/csv",
+        "Map (pixel-count) area per zone and class: biased by the map's errors",
+    ),
+    "assessment_json": (
+        "assessment",
+        "application/json",
+        "Area-adjusted estimates and accuracy with 95 % confidence intervals",
+    ),
+    "assessment_csv": (
+        "assessment_csv",
+        "text/csv",
+        "Area-adjusted estimates and accuracy per zone and class (CSV)",
+    ),
 }
 
 
@@ -128,9 +153,11 @@ def _tables_item(
         properties={"agrimon:period": f"{start.isoformat()}/{end.isoformat()}"},
     )
     for fmt, path in tables.items():
-        key, media_type, title = _TABLE_TYPES[fmt]
+        # "kind@suffix": one file per UTM zone of a kind, e.g. polygons "@_33S".
+        kind, _, suffix = fmt.partition("@")
+        key, media_type, title = _TABLE_TYPES[kind]
         item.add_asset(
-            key,
+            key + suffix,
             pystac.Asset(
                 href=str(path.resolve()), media_type=media_type, title=title, roles=["data"]
             ),
