@@ -73,3 +73,7 @@ class LabelError(AgrimonError):
 
 class AssessmentError(AgrimonError):
     """A reference sample cannot give an honest area or accuracy estimate."""
+
+
+class YieldDataError(AgrimonError):
+    """Crop-yield data (yields, crop calendars, predictors) cannot be read or used."""
