@@ -450,7 +450,8 @@ def _human_bytes(n: float) -> str:
 
 # The model commands register themselves on `app` (imported last: they use its helpers).
 import agrimon.cli_area  # noqa: E402
-import agrimon.cli_invasive  # noqa: E402, F401
+import agrimon.cli_invasive  # noqa: E402
+import agrimon.cli_yield  # noqa: E402, F401
 
 if __name__ == "__main__":
     sys.exit(app())

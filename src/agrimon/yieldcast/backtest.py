@@ -1,0 +1,209 @@
+"""Leave-one-year-out backtests as CY-Bench runs them, with the forecast agrimon publishes.
+
+For every test year ``Y`` (outer loop) each model is fitted on the other years only and
+forecasts ``Y`` at every lead. Inside the training years an inner cross-validation (folds of
+whole years) gives each model out-of-fold forecasts of the training years; from them, and
+from nothing of ``Y``,
+
+* the conformal calibration of each model's 80 % interval (split conformal on absolute
+  residuals, :mod:`agrimon.yieldcast.conformal`), and
+* the choice of the forecast named ``agrimon``: per lead, the model with the lowest inner
+  NRMSE. Where the satellite signal carries no skill a baseline wins the inner comparison,
+  so ``agrimon`` falls back to it instead of adding noise.
+
+Models are plain functions ``fit_predict(train_yields, test_keys, lead) -> predictions``;
+the Torch model joins them through the same signature.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from agrimon.errors import TrainingError
+from agrimon.yieldcast import baselines, conformal, metrics
+from agrimon.yieldcast.data import YieldData
+from agrimon.yieldcast.features import LEADS, Lead, season_table
+
+#: ``fit_predict(train, test, lead)``: ``train`` has ``unit, year, yield``; ``test`` has
+#: ``unit, year``; returns ``unit, year, predicted`` in ``test``'s order.
+Model = Callable[[pd.DataFrame, pd.DataFrame, Lead], pd.DataFrame]
+
+#: Miscoverage of the published interval (80 %: p10 to p90).
+ALPHA = 0.2
+#: The published forecast's name.
+AGRIMON = "agrimon"
+
+
+@dataclass(frozen=True)
+class BacktestOptions:
+    """How to backtest.
+
+    Attributes:
+        leads: Forecast dates (``60d``, ``90d`` after the start of season, ``eos``).
+        inner_folds: Folds of whole training years for calibration and the choice of
+            ``agrimon`` (0: leave-one-year-out inside too).
+        test_years: Years to hold out (default: every year with at least 2 units).
+        seed: Seed of every random choice.
+    """
+
+    leads: tuple[Lead, ...] = LEADS
+    inner_folds: int = 5
+    test_years: tuple[int, ...] | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    """Every held-out forecast and the scores per model and lead.
+
+    Attributes:
+        predictions: ``model, lead, unit, year, observed, predicted, lo, hi`` (and for
+            ``agrimon`` the model it chose in ``chosen``).
+        scores: ``{model: {lead: {nrmse, mape, r2, coverage80, width80}}}``.
+    """
+
+    predictions: pd.DataFrame
+    scores: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+
+
+def baseline_models(data: YieldData, *, seed: int = 0) -> dict[str, Model]:
+    """Naive, trend and the residual forest on the season's features (per lead)."""
+    tables: dict[str, pd.DataFrame] = {}
+
+    def features(lead: Lead) -> pd.DataFrame:
+        if lead not in tables:
+            years = sorted(data.yields["year"].unique())
+            tables[lead] = season_table(data, years, lead=lead).fillna(-1.0)
+        return tables[lead]
+
+    def naive(train: pd.DataFrame, test: pd.DataFrame, lead: Lead) -> pd.DataFrame:
+        return baselines.naive(train, test)
+
+    def trend(train: pd.DataFrame, test: pd.DataFrame, lead: Lead) -> pd.DataFrame:
+        return baselines.trend(train, test)
+
+    def forest(train: pd.DataFrame, test: pd.DataFrame, lead: Lead) -> pd.DataFrame:
+        return baselines.residual_forest(train, test, features(lead), seed=seed)
+
+    return {"naive": naive, "trend": trend, "random_forest": forest}
+
+
+def _year_folds(years: Sequence[int], folds: int) -> list[list[int]]:
+    """Whole years dealt into folds (leave-one-year-out when ``folds`` is 0 or too many)."""
+    ordered = sorted(years)
+    if folds <= 0 or folds >= len(ordered):
+        return [[y] for y in ordered]
+    return [ordered[k::folds] for k in range(folds)]
+
+
+def _out_of_fold(model: Model, train: pd.DataFrame, lead: Lead, folds: int) -> pd.DataFrame:
+    """Forecasts of every training unit-year by fits that did not see its year."""
+    parts = []
+    for held in _year_folds(train["year"].unique().tolist(), folds):
+        inner_test = train[train["year"].isin(held)]
+        inner_train = train[~train["year"].isin(held)]
+        if inner_train["year"].nunique() < 2:
+            continue
+        predicted = model(inner_train, inner_test[["unit", "year"]], lead)
+        parts.append(predicted.assign(observed=inner_test["yield"].to_numpy()))
+    return pd.concat(parts, ignore_index=True)
+
+
+def backtest(
+    data: YieldData,
+    models: Mapping[str, Model],
+    options: BacktestOptions = BacktestOptions(),
+) -> BacktestResult:
+    """Leave-one-year-out backtest of ``models`` and of the ``agrimon`` choice among them.
+
+    Raises:
+        TrainingError: Fewer than three years of yields (nothing to learn a choice from).
+    """
+    yields = data.yields
+    years = sorted(yields["year"].unique().tolist())
+    if len(years) < 3:
+        raise TrainingError(
+            f"{data.source}: yields of {len(years)} year(s) only; a backtest needs at least 3"
+        )
+    test_years = options.test_years or tuple(y for y in years if (yields["year"] == y).sum() >= 2)
+    rows = []
+    for year in test_years:
+        train = yields[yields["year"] != year]
+        test = yields[yields["year"] == year]
+        keys = test[["unit", "year"]]
+        for lead in options.leads:
+            inner: dict[str, float] = {}
+            for name, model in models.items():
+                oof = _out_of_fold(model, train, lead, options.inner_folds)
+                cal = conformal.calibrate_absolute(oof["predicted"], oof["observed"], alpha=ALPHA)
+                inner[name] = metrics.nrmse(oof["observed"], oof["predicted"], oof["year"])
+                predicted = model(train, keys, lead)
+                lo, hi = conformal.apply_absolute(predicted["predicted"], cal)
+                rows.append(
+                    predicted.assign(
+                        model=name,
+                        lead=lead,
+                        observed=test["yield"].to_numpy(),
+                        lo=lo,
+                        hi=hi,
+                        inner_nrmse=inner[name],
+                    )
+                )
+            chosen = min(inner, key=lambda n: (inner[n], list(models).index(n)))
+            pick = rows[-len(models) + list(models).index(chosen)]
+            rows.append(pick.assign(model=AGRIMON, chosen=chosen))
+    predictions = pd.concat(rows, ignore_index=True)
+    return BacktestResult(predictions, score_table(predictions))
+
+
+def score_table(predictions: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
+    """CY-Bench scores of every model and lead, with the 80 % intervals' coverage and width."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for (name, lead), part in predictions.groupby(["model", "lead"], sort=False):
+        s = metrics.score(part[["year", "observed", "predicted", "lo", "hi"]])
+        out.setdefault(str(name), {})[str(lead)] = {
+            "nrmse": s["nrmse"],
+            "mape": s["mape"],
+            "r2": s["r2"],
+            "coverage80": s["coverage"],
+            "width80": s["mean_width"],
+        }
+    return out
+
+
+def format_table(scores: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
+    """The terminal table: one row per model, NRMSE and coverage per lead."""
+    leads = list(next(iter(scores.values())))
+    head = ["model", *(f"NRMSE {lead}" for lead in leads), *(f"cov80 {lead}" for lead in leads)]
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for name, per_lead in scores.items():
+        cells = [name]
+        cells += [_num(per_lead[lead]["nrmse"], 2) for lead in leads]
+        cells += [_num(per_lead[lead]["coverage80"], 2) for lead in leads]
+        lines.append(" | ".join(cells))
+    return "\n".join(lines)
+
+
+def _num(value: float, digits: int) -> str:
+    return "–" if not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def chosen_counts(predictions: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """How often ``agrimon`` chose each model, per lead (counted once per test year)."""
+    part = predictions[predictions["model"] == AGRIMON]
+    firsts = part.drop_duplicates(["lead", "year"])
+    return {
+        str(lead): {str(k): int(v) for k, v in g["chosen"].value_counts().items()}
+        for lead, g in firsts.groupby("lead", sort=False)
+    }
+
+
+def nrmse_grid(result: BacktestResult) -> pd.DataFrame:
+    """NRMSE per model (rows) and lead (columns) as a DataFrame."""
+    return pd.DataFrame(
+        {m: {lead: v["nrmse"] for lead, v in per.items()} for m, per in result.scores.items()}
+    ).T
