@@ -21,6 +21,7 @@ from agrimon.yieldcast.backtest import (
     baseline_models,
     chosen_counts,
     format_table,
+    with_season,
 )
 from agrimon.yieldcast.data import (
     YieldData,
@@ -108,3 +109,14 @@ def test_a_held_out_years_yields_never_reach_its_forecast() -> None:
         base.loc[~mine & (base["model"] == "naive"), "predicted"].to_numpy(),
         again.loc[~mine & (again["model"] == "naive"), "predicted"].to_numpy(),
     )
+
+
+def test_unit_years_without_a_season_are_left_out() -> None:
+    """As CY-Bench aligns its inputs: yields before the satellite series began are not used."""
+    data = _world(signal=0.9)
+    first = YEARS[0]
+    series = data.series[data.series["date"].dt.year != first]
+    lacking = dataclasses.replace(data, series=series.reset_index(drop=True))
+    kept = with_season(lacking)
+    assert first not in set(kept["year"]) and len(kept) == len(data.yields) - len(UNITS)
+    assert len(with_season(data)) == len(data.yields)

@@ -48,12 +48,16 @@ class BacktestOptions:
             ``agrimon`` (0: leave-one-year-out inside too).
         test_years: Years to hold out (default: every year with at least 2 units).
         seed: Seed of every random choice.
+        with_season_only: Leave out unit-years without one observation in their season
+            (as CY-Bench aligns its inputs: ES maize yields start in 1998, its satellite
+            series in 2001).
     """
 
     leads: tuple[Lead, ...] = LEADS
     inner_folds: int = 5
     test_years: tuple[int, ...] | None = None
     seed: int = 0
+    with_season_only: bool = True
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,7 @@ def backtest(
     Raises:
         TrainingError: Fewer than three years of yields (nothing to learn a choice from).
     """
-    yields = data.yields
+    yields = with_season(data) if options.with_season_only else data.yields
     years = sorted(yields["year"].unique().tolist())
     if len(years) < 3:
         raise TrainingError(
@@ -158,6 +162,19 @@ def backtest(
             rows.append(pick.assign(model=AGRIMON, chosen=chosen))
     predictions = pd.concat(rows, ignore_index=True)
     return BacktestResult(predictions, score_table(predictions))
+
+
+def with_season(data: YieldData) -> pd.DataFrame:
+    """The yields of the unit-years that have at least one observation in their season."""
+    if not data.indicators:
+        return data.yields
+    years = sorted(data.yields["year"].unique())
+    table = season_table(data, years, lead="eos")
+    seasonal = [c for c in table.columns if c not in data.static.columns]
+    has = table[seasonal].notna().any(axis=1)
+    keys = pd.MultiIndex.from_frame(data.yields[["unit", "year"]])
+    keep = has.reindex(keys, fill_value=False).to_numpy()
+    return data.yields[keep].reset_index(drop=True)
 
 
 def score_table(predictions: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
