@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from agrimon.errors import TrainingError
+from agrimon.yieldcast.metrics import finite_values
 
 if TYPE_CHECKING:
     import torch
@@ -54,17 +55,8 @@ class Calibration:
     kind: Literal["quantile", "absolute"]
 
 
-def _values(name: str, values: ArrayLike) -> NDArray[np.float64]:
-    """Return ``values`` as a 1-D float array, refusing empty or non-finite input."""
-    arr = np.asarray(values, dtype=np.float64).reshape(-1)
-    if arr.size == 0:
-        raise TrainingError(f"{name}: no calibration values; give at least one unit-year")
-    bad = int(np.count_nonzero(~np.isfinite(arr)))
-    if bad:
-        raise TrainingError(
-            f"{name}: {bad} of {arr.size} values are NaN or infinite; drop those unit-years"
-        )
-    return arr
+def _calibration_values(name: str, values: ArrayLike) -> NDArray[np.float64]:
+    return finite_values(name, values, use="to calibrate")
 
 
 def _same_length(**arrays: NDArray[np.float64]) -> None:
@@ -96,7 +88,7 @@ def conformal_quantile(scores: ArrayLike, alpha: float) -> float:
             interval infinite).
     """
     _check_alpha(alpha)
-    s = np.sort(_values("scores", scores))
+    s = np.sort(_calibration_values("scores", scores))
     n = s.size
     # The small tolerance keeps e.g. (19 + 1) * 0.95 = 19.000000000000004 at 19.
     k = math.ceil((n + 1) * (1 - alpha) - 1e-9)
@@ -111,7 +103,11 @@ def conformal_quantile(scores: ArrayLike, alpha: float) -> float:
 
 def quantile_scores(lo: ArrayLike, hi: ArrayLike, observed: ArrayLike) -> NDArray[np.float64]:
     """CQR conformity scores ``max(lo − y, y − hi)``."""
-    low, high, y = _values("lo", lo), _values("hi", hi), _values("observed", observed)
+    low, high, y = (
+        _calibration_values("lo", lo),
+        _calibration_values("hi", hi),
+        _calibration_values("observed", observed),
+    )
     _same_length(lo=low, hi=high, observed=y)
     return np.maximum(low - y, y - high)
 
@@ -154,7 +150,7 @@ def apply_quantiles(
         raise TrainingError(
             "this calibration is for point forecasts; use apply_absolute, or calibrate_quantiles"
         )
-    low, high = _values("lo", lo), _values("hi", hi)
+    low, high = _calibration_values("lo", lo), _calibration_values("hi", hi)
     _same_length(lo=low, hi=high)
     new_lo, new_hi = low - calibration.q_hat, high + calibration.q_hat
     crossed = new_lo > new_hi
@@ -173,7 +169,7 @@ def calibrate_absolute(predicted: ArrayLike, observed: ArrayLike, *, alpha: floa
     Returns:
         The :class:`Calibration` to pass to :func:`apply_absolute`.
     """
-    p, y = _values("predicted", predicted), _values("observed", observed)
+    p, y = _calibration_values("predicted", predicted), _calibration_values("observed", observed)
     _same_length(predicted=p, observed=y)
     return Calibration(conformal_quantile(np.abs(y - p), alpha), alpha, y.size, "absolute")
 
@@ -186,7 +182,7 @@ def apply_absolute(
         raise TrainingError(
             "this calibration is for quantile forecasts; use apply_quantiles, or calibrate_absolute"
         )
-    p = _values("predicted", predicted)
+    p = _calibration_values("predicted", predicted)
     return p - calibration.q_hat, p + calibration.q_hat
 
 

@@ -44,16 +44,22 @@ TABLE_COLUMNS = ("year", "observed", "predicted")
 _MAPE_EPS = float(np.finfo(np.float64).eps)
 
 
-def _finite(name: str, values: ArrayLike) -> NDArray[np.float64]:
-    """Return ``values`` as a 1-D float array, refusing empty or non-finite input."""
+def finite_values(name: str, values: ArrayLike, *, use: str = "to score") -> NDArray[np.float64]:
+    """Return ``values`` as a 1-D float array, refusing empty or non-finite input.
+
+    Args:
+        name: What the values are, for the message.
+        values: The values.
+        use: What they are for, in the message ("to score", "to calibrate").
+    """
     arr = np.asarray(values, dtype=np.float64).reshape(-1)
     if arr.size == 0:
-        raise TrainingError(f"{name}: no values to score; give at least one unit-year")
+        raise TrainingError(f"{name}: no values {use}; give at least one unit-year")
     bad = int(np.count_nonzero(~np.isfinite(arr)))
     if bad:
         raise TrainingError(
             f"{name}: {bad} of {arr.size} values are NaN or infinite; "
-            "drop those unit-years or fix the forecast before scoring"
+            f"drop those unit-years or fix the forecast before using them {use}"
         )
     return arr
 
@@ -62,8 +68,8 @@ def _pair(
     observed: ArrayLike, predicted: ArrayLike
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Return observed and predicted as equal-length finite float arrays."""
-    y = _finite("observed", observed)
-    p = _finite("predicted", predicted)
+    y = finite_values("observed", observed)
+    p = finite_values("predicted", predicted)
     if y.shape != p.shape:
         raise TrainingError(
             f"observed has {y.size} values but predicted has {p.size}; pass one forecast "
@@ -169,8 +175,8 @@ def r2(observed: ArrayLike, predicted: ArrayLike) -> float:
 
 def _interval(lo: ArrayLike, hi: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Return the bounds as equal-length finite float arrays."""
-    low = _finite("lo", lo)
-    high = _finite("hi", hi)
+    low = finite_values("lo", lo)
+    high = finite_values("hi", hi)
     if low.shape != high.shape:
         raise TrainingError(f"lo has {low.size} values but hi has {high.size}; pass both bounds")
     return low, high
@@ -178,7 +184,7 @@ def _interval(lo: ArrayLike, hi: ArrayLike) -> tuple[NDArray[np.float64], NDArra
 
 def coverage(observed: ArrayLike, lo: ArrayLike, hi: ArrayLike) -> float:
     """Share of observed values inside their closed interval ``[lo, hi]``."""
-    y = _finite("observed", observed)
+    y = finite_values("observed", observed)
     low, high = _interval(lo, hi)
     if low.shape != y.shape:
         raise TrainingError(
