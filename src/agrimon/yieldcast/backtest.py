@@ -11,8 +11,10 @@ from nothing of ``Y``,
   NRMSE. Where the satellite signal carries no skill a baseline wins the inner comparison,
   so ``agrimon`` falls back to it instead of adding noise.
 
-Models are plain functions ``fit_predict(train_yields, test_keys, lead) -> predictions``;
-the Torch model joins them through the same signature.
+Models are plain functions ``fit_predict(train_yields, test_keys, lead) -> predictions``
+wrapped in a :class:`Forecaster` that says whether they read the season at all; the Torch
+model joins them through the same signature. A model that does not read the season (naive,
+trend) forecasts the same at every lead, so it is fitted once per test year, not per lead.
 """
 
 from __future__ import annotations
@@ -31,6 +33,20 @@ from agrimon.yieldcast.features import LEADS, Lead, season_table
 #: ``fit_predict(train, test, lead)``: ``train`` has ``unit, year, yield``; ``test`` has
 #: ``unit, year``; returns ``unit, year, predicted`` in ``test``'s order.
 Model = Callable[[pd.DataFrame, pd.DataFrame, Lead], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class Forecaster:
+    """A model of the backtest.
+
+    Attributes:
+        fit_predict: Fits on the training yields and forecasts the test unit-years.
+        uses_season: Whether its forecasts depend on the lead (it reads the season).
+    """
+
+    fit_predict: Model
+    uses_season: bool = True
+
 
 #: Miscoverage of the published interval (80 %: p10 to p90).
 ALPHA = 0.2
@@ -74,7 +90,7 @@ class BacktestResult:
     scores: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
-def baseline_models(data: YieldData, *, seed: int = 0) -> dict[str, Model]:
+def baseline_models(data: YieldData, *, seed: int = 0) -> dict[str, Forecaster]:
     """Naive, trend and the residual forest on the season's features (per lead)."""
     tables: dict[str, pd.DataFrame] = {}
 
@@ -93,7 +109,11 @@ def baseline_models(data: YieldData, *, seed: int = 0) -> dict[str, Model]:
     def forest(train: pd.DataFrame, test: pd.DataFrame, lead: Lead) -> pd.DataFrame:
         return baselines.residual_forest(train, test, features(lead), seed=seed)
 
-    return {"naive": naive, "trend": trend, "random_forest": forest}
+    return {
+        "naive": Forecaster(naive, uses_season=False),
+        "trend": Forecaster(trend, uses_season=False),
+        "random_forest": Forecaster(forest),
+    }
 
 
 def _year_folds(years: Sequence[int], folds: int) -> list[list[int]]:
@@ -117,9 +137,21 @@ def _out_of_fold(model: Model, train: pd.DataFrame, lead: Lead, folds: int) -> p
     return pd.concat(parts, ignore_index=True)
 
 
+def _fit_and_calibrate(
+    model: Model, train: pd.DataFrame, keys: pd.DataFrame, lead: Lead, folds: int
+) -> tuple[pd.DataFrame, float]:
+    """A model's forecasts of ``keys`` with conformal 80 % bounds, and its inner NRMSE."""
+    oof = _out_of_fold(model, train, lead, folds)
+    cal = conformal.calibrate_absolute(oof["predicted"], oof["observed"], alpha=ALPHA)
+    predicted = model(train, keys, lead)
+    lo, hi = conformal.apply_absolute(predicted["predicted"], cal)
+    inner = metrics.nrmse(oof["observed"], oof["predicted"], oof["year"])
+    return predicted.assign(lo=lo, hi=hi), inner
+
+
 def backtest(
     data: YieldData,
-    models: Mapping[str, Model],
+    models: Mapping[str, Forecaster],
     options: BacktestOptions = BacktestOptions(),
 ) -> BacktestResult:
     """Leave-one-year-out backtest of ``models`` and of the ``agrimon`` choice among them.
@@ -139,21 +171,22 @@ def backtest(
         train = yields[yields["year"] != year]
         test = yields[yields["year"] == year]
         keys = test[["unit", "year"]]
+        # Forecasts and calibration of a model that ignores the lead, made once per year.
+        fitted: dict[tuple[str, Lead | None], tuple[pd.DataFrame, float]] = {}
         for lead in options.leads:
             inner: dict[str, float] = {}
-            for name, model in models.items():
-                oof = _out_of_fold(model, train, lead, options.inner_folds)
-                cal = conformal.calibrate_absolute(oof["predicted"], oof["observed"], alpha=ALPHA)
-                inner[name] = metrics.nrmse(oof["observed"], oof["predicted"], oof["year"])
-                predicted = model(train, keys, lead)
-                lo, hi = conformal.apply_absolute(predicted["predicted"], cal)
+            for name, forecaster in models.items():
+                key = (name, lead if forecaster.uses_season else None)
+                if key not in fitted:
+                    fitted[key] = _fit_and_calibrate(
+                        forecaster.fit_predict, train, keys, lead, options.inner_folds
+                    )
+                predicted, inner[name] = fitted[key]
                 rows.append(
                     predicted.assign(
                         model=name,
                         lead=lead,
                         observed=test["yield"].to_numpy(),
-                        lo=lo,
-                        hi=hi,
                         inner_nrmse=inner[name],
                     )
                 )
