@@ -185,7 +185,7 @@ def _write_gpkg(
                     db, [(SAMPLE_LAYER, "geom", "field check", sample_qml(classes), "")]
                 )
             db.close()
-            os.link(tmp, out)  # fails, rather than replaces, if `out` appeared meanwhile
+            gpkg.link_into_place(tmp, out)
     except FileExistsError:
         raise ConfigError(
             f"--out {out} exists and is never replaced: choose another name"

@@ -44,9 +44,9 @@ from agrimon.errors import LabelError
 from agrimon.products.gpkg import add_enum_constraint as _add_enum_constraint
 from agrimon.products.gpkg import add_styles as _add_styles
 from agrimon.products.gpkg import field_widget as _field_widget
+from agrimon.products.gpkg import link_into_place, value_map
 from agrimon.products.gpkg import qml_root as _qml_root
 from agrimon.products.gpkg import qml_text as _qml_text
-from agrimon.products.gpkg import value_map
 
 __all__ = [
     "DEFAULT_TEMPLATE_CLASSES",
@@ -597,17 +597,12 @@ def _write_layers(
 def _link_into_place(tmp: Path, out: Path, where: str) -> None:
     """Give the finished `tmp` the name `out`, failing rather than replacing an existing file."""
     try:
-        os.link(tmp, out)  # atomic, and fails when `out` appeared meanwhile
+        link_into_place(tmp, out)
     except FileExistsError:
         raise LabelError(
             f"{where} exists already and is never overwritten: choose another --out, or move "
             "the file away"
         ) from None
-    except OSError:
-        # No hard links on this file system (FAT, some network shares): rename instead.
-        if os.path.lexists(out):
-            raise LabelError(f"{where} exists already and is never overwritten") from None
-        os.replace(tmp, out)
 
 
 def class_colours(classes: Sequence[str]) -> dict[str, tuple[int, int, int]]:

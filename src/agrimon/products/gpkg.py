@@ -7,9 +7,11 @@ allowed values.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def add_enum_constraint(
@@ -131,3 +133,22 @@ def value_map(widget: ET.Element, values: Sequence[str]) -> None:
     for name in values:
         entry = ET.SubElement(entries, "Option", type="Map")
         ET.SubElement(entry, "Option", type="QString", name=name, value=name)
+
+
+def link_into_place(tmp: Path, out: Path) -> None:
+    """Give the finished ``tmp`` the name ``out``, never replacing an existing ``out``.
+
+    A hard link is atomic and fails when ``out`` appeared meanwhile; on a file system
+    without hard links (FAT, some network shares) it falls back to a rename.
+
+    Raises:
+        FileExistsError: ``out`` exists.
+    """
+    try:
+        os.link(tmp, out)
+    except FileExistsError:
+        raise
+    except OSError:
+        if os.path.lexists(out):
+            raise FileExistsError(out) from None
+        os.replace(tmp, out)
