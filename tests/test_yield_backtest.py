@@ -1,4 +1,4 @@
-"""The leave-one-year-out backtest and the ``agrimon`` choice, on synthetic yields.
+"""The leave-one-year-out backtest and the ``agrimon`` blend, on synthetic yields.
 
 Two worlds share 12 units over 14 years and a greenness series per unit-year: in one the
 yield departs from its trend with the season's greenness (a model can learn it), in the
@@ -75,8 +75,11 @@ def test_agrimon_uses_the_season_where_it_carries_skill() -> None:
     scores = {m: s["eos"]["nrmse"] for m, s in result.scores.items()}
     print(format_table(result.scores))
     assert scores["random_forest"] < scores["trend"] - 1.0
-    assert chosen_counts(result.predictions)["eos"] == {"random_forest": 6}
-    assert scores[AGRIMON] == pytest.approx(scores["random_forest"])
+    # The blend gives the forest most of the weight in every held-out year.
+    blends = chosen_counts(result.predictions)["eos"]
+    assert sum(blends.values()) == 6
+    assert all(b.startswith("random_forest") for b in blends)
+    assert scores[AGRIMON] <= scores["random_forest"] + 0.3
     # Every held-out unit-year once per model; the intervals are conformal widths.
     preds = result.predictions
     assert len(preds) == 4 * len(UNITS) * 6

@@ -154,6 +154,22 @@ _RUN_OPTIONS: list[tuple[str, Any, Any]] = [
         "Filled-in field-check sample (agrimon sample): adds area estimates with 95 % CIs.",
         "FILE",
     ),
+    _option(
+        "yield_model",
+        str,
+        "auto",
+        "Yield model to forecast with: a checkpoint, none, or auto (the shipped demo model "
+        "for demo runs).",
+        "PATH",
+    ),
+    _option(
+        "fields",
+        Path | None,
+        None,
+        "Fields or regions to forecast yields for (vector file, a name each); default the "
+        "AOI's zones (the demo world's fields for demo runs).",
+        "FILE",
+    ),
     _option("level", Level, "l2a", "Processing level: l2a (with SCL) or l1c.", "[l2a|l1c]"),
     _option("max_cloud", float, 80.0, "Largest scene cloud cover.", "PERCENT"),
     _option(
@@ -230,6 +246,8 @@ def _spec(values: dict[str, Any]) -> RunSpec:
         invasive_model=values.get("invasive_model", "auto"),
         mmu_ha=values.get("mmu_ha", 0.5),
         reference=values.get("reference"),
+        yield_model=values.get("yield_model", "auto"),
+        fields=values.get("fields"),
         dask_address=values["dask_address"],
         source_settings=settings,
     )

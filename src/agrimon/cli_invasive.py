@@ -15,6 +15,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from agrimon.cli import _guard, app, err_console, with_run_options
 from agrimon.config import RunSpec
 
+#: Run options that mean nothing to training and prediction of the encroachment model.
+_NOT_TRAINING = ("out", "invasive_model", "mmu_ha", "reference", "yield_model", "fields")
+
 train_app = typer.Typer(help="Train models.", no_args_is_help=True)
 predict_app = typer.Typer(help="Map with trained models.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -93,7 +96,7 @@ def _run_spec(spec: RunSpec, aoi_option: Path | None, features: Path | None) -> 
 
 
 @train_app.command("invasive")
-@with_run_options(*_TRAIN_OPTIONS, skip=("out", "invasive_model", "mmu_ha", "reference"))
+@with_run_options(*_TRAIN_OPTIONS, skip=_NOT_TRAINING)
 def train_invasive(
     spec: RunSpec,
     *,
@@ -174,7 +177,7 @@ _PREDICT_OPTIONS = [
 
 
 @predict_app.command("invasive")
-@with_run_options(*_PREDICT_OPTIONS, skip=("out", "invasive_model", "mmu_ha", "reference"))
+@with_run_options(*_PREDICT_OPTIONS, skip=_NOT_TRAINING)
 def predict_invasive(
     spec: RunSpec, *, aoi_option: Path | None, features: Path | None, model: Path, out: Path
 ) -> None:

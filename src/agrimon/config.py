@@ -27,6 +27,8 @@ DEFAULT_OUT = Path("outputs")
 SHIPPED_INVASIVE_MODEL = (
     Path(__file__).resolve().parents[2] / "models" / "invasive-demo" / "model.pt"
 )
+#: The shipped yield checkpoint, trained on the demo world's field history (see its card).
+SHIPPED_YIELD_MODEL = Path(__file__).resolve().parents[2] / "models" / "yield-demo" / "model.pt"
 
 SourceName = Literal["demo", "stac", "sentinelhub", "local"]
 
@@ -56,6 +58,10 @@ class RunSpec(BaseModel):
         mmu_ha: Minimum mapping unit of the encroachment polygons, hectares.
         reference: A filled-in field-check sample (``agrimon sample``) of this AOI: the run
             then writes the area-adjusted estimates of its map (``assessment.json``).
+        yield_model: Yield checkpoint to forecast with: a path, ``"none"``, or ``"auto"``
+            (the shipped demo model for demo runs, forecasting the demo world's fields).
+        fields: Vector file of the fields or regions to forecast (a ``name`` each);
+            default: the demo fields (demo runs with ``auto``), else the AOI's zones.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -76,6 +82,8 @@ class RunSpec(BaseModel):
     invasive_model: str = "auto"
     mmu_ha: float = Field(default=0.5, ge=0, le=10_000)
     reference: Path | None = None
+    yield_model: str = "auto"
+    fields: Path | None = None
 
     @field_validator("indices", mode="before")
     @classmethod

@@ -37,6 +37,12 @@ from agrimon.products.folder import check_output_folder, staged_folder, writing
 from agrimon.products.manifest import write_manifest
 from agrimon.progress import TILES
 from agrimon.sources import get_source
+from agrimon.yieldcast.products import (
+    check_yield,
+    forecast_units,
+    yield_model_path,
+    yield_products,
+)
 
 if TYPE_CHECKING:  # torch is imported only by runs that map
     from agrimon.invasive.pipeline import TileMapper
@@ -151,6 +157,7 @@ def check_inputs(spec: RunSpec) -> Aoi:
         loaded = check_monitor_model(spec)
     if spec.reference is not None:
         check_reference(spec.reference, loaded.classes if loaded else None, aoi)
+    check_yield(spec, aoi.geometry, aoi.zones)
     return aoi
 
 
@@ -295,21 +302,24 @@ def _write_tiles(
     writers: dict[str, CogWriter],
     zones: gpd.GeoDataFrame,
     mapper: TileMapper | None = None,
-) -> list[zonal.ZonalPartial]:
+    units: gpd.GeoDataFrame | None = None,
+) -> tuple[list[zonal.ZonalPartial], list[zonal.ZonalPartial]]:
     """Compute a few tiles in one pass and write their layers, nodata outside the AOI.
 
     With a ``mapper``, the encroachment map of each tile is made from its features and
-    written too.
+    written too; with ``units`` (the fields of a yield forecast), their statistics are
+    gathered from the same computed series.
 
     Returns:
-        The tiles' per-zone partial statistics.
+        The tiles' per-zone partial statistics, and the units' (empty without units).
     """
     names = [n for n in writers if mapper is None or n not in mapper.layers]
     lazy = [
         (*(comp.layers[n] for n in names), comp.features, comp.series, comp.clear) for comp in comps
     ]
     computed = compute(*lazy)  # type: ignore[no-untyped-call]
-    partials = []
+    partials: list[zonal.ZonalPartial] = []
+    unit_partials: list[zonal.ZonalPartial] = []
     for comp, values in zip(comps, computed, strict=True):
         inside = inside_mask(comp.tile)
         for name, arr in zip(names, values, strict=False):
@@ -320,17 +330,20 @@ def _write_tiles(
             mapped = mapper.map(comp.tile, None if features is None else np.asarray(features))
             for name, arr in zip(mapper.layers, mapped, strict=True):
                 writers[name].write(comp.tile.geobox, arr)
-        partials.append(
-            zonal.zonal_partial(
-                series,
-                zones,
-                clear=clear,
-                geobox=comp.tile.geobox,
-                inside=inside,
-                footprint=comp.tile.footprint,
+        for target, these in ((partials, zones), (unit_partials, units)):
+            if these is None:
+                continue
+            target.append(
+                zonal.zonal_partial(
+                    series,
+                    these,
+                    clear=clear,
+                    geobox=comp.tile.geobox,
+                    inside=inside,
+                    footprint=comp.tile.footprint,
+                )
             )
-        )
-    return partials
+    return partials, unit_partials
 
 
 def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
@@ -356,7 +369,11 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
         mapper = TileMapper(spec, loaded, plan.tiles) if loaded is not None else None
     if mapper is not None:
         layers = {**layers, **mapper.layers}
+    units = None
+    if yield_model_path(spec) is not None:
+        units = forecast_units(spec, plan.aoi.geometry, plan.aoi.zones)
     partials: list[zonal.ZonalPartial] = []
+    unit_partials: list[zonal.ZonalPartial] = []
     zone_files: dict[str, dict[str, Path]] = {}
     done = 0
     with staged_folder(final) as folder, connect(spec.dask_address):
@@ -384,7 +401,11 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
                 for i in range(0, len(in_zone), TILES_IN_FLIGHT):
                     batch = in_zone[i : i + TILES_IN_FLIGHT]
                     _report_tiles(done, batch, len(results))
-                    partials += _write_tiles(batch, writers, plan.aoi.zones, mapper)
+                    tile_partials, tile_units = _write_tiles(
+                        batch, writers, plan.aoi.zones, mapper, units
+                    )
+                    partials += tile_partials
+                    unit_partials += tile_units
                     done += len(batch)
             footprint = zone_pieces(plan.aoi.geometry)[epsg]
             zone_products.append(
@@ -409,6 +430,9 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
                     reference=spec.reference,
                 )
             )
+        if units is not None:
+            table = zonal.zonal_table(zonal.combine_partials(unit_partials))
+            tables.update(yield_products(folder, spec, units, table))
         accuracy = mapper.accuracy() if mapper is not None else None
         if accuracy is not None:
             path = folder / INVASIVE_ACCURACY

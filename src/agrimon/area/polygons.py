@@ -989,7 +989,7 @@ def vectorise(
 
 
 @contextmanager
-def _replacing(path: Path) -> Iterator[Path]:
+def replacing(path: Path) -> Iterator[Path]:
     """Yield a hidden temporary path beside ``path``; rename it onto ``path`` on success.
 
     On any failure the temporary file (and any SQLite sidecar) is removed and ``path`` is
@@ -1028,8 +1028,10 @@ def write_geojson(frame: gpd.GeoDataFrame, path: Path) -> Path:
     lonlat = frame.to_crs(4326)
     oriented = shapely.orient_polygons(lonlat.geometry.to_numpy(), exterior_cw=False)
     lonlat = lonlat.set_geometry(gpd.GeoSeries(oriented, index=lonlat.index, crs=4326))
-    with _replacing(path) as temporary:
-        _write(lonlat, temporary, driver="GeoJSON", layer_options={"RFC7946": "YES"})
+    with replacing(path) as temporary:
+        _write(
+            lonlat, temporary, driver="GeoJSON", layer=path.stem, layer_options={"RFC7946": "YES"}
+        )
     return path
 
 
@@ -1038,7 +1040,7 @@ def write_geopackage(frame: gpd.GeoDataFrame, path: Path, *, layer: str = DEFAUL
 
     The file is replaced whole: it holds this one layer.
     """
-    with _replacing(path) as temporary:
+    with replacing(path) as temporary:
         _write(frame, temporary, driver="GPKG", layer=layer)
     return path
 

@@ -14,18 +14,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
+from agrimon.checkpoint import CARD_JSON, CARD_MD, CHECKPOINT, load_verified, write_checkpoint
 from agrimon.errors import ModelError
 from agrimon.invasive.features import FeatureSet
 from agrimon.invasive.model import ModelConfig, build_classifier
-from agrimon.products.manifest import sha256_file
+
+__all__ = [
+    "CARD_JSON",
+    "CARD_MD",
+    "CHECKPOINT",
+    "FORMAT",
+    "METRICS",
+    "LoadedModel",
+    "card_markdown",
+    "load_checkpoint",
+    "model_config",
+    "save_checkpoint",
+]
 
 FORMAT = "agrimon-invasive/1"
-CHECKPOINT = "model.pt"
-CARD_JSON = "card.json"
-CARD_MD = "card.md"
 METRICS = "metrics.json"
 
 
@@ -63,8 +72,6 @@ def save_checkpoint(
     card: dict[str, Any],
 ) -> Path:
     """Write ``model.pt``, ``card.json`` and ``card.md`` into ``folder``; returns the checkpoint."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / CHECKPOINT
     payload = {
         "format": FORMAT,
         "config": config.to_dict(),
@@ -73,20 +80,15 @@ def save_checkpoint(
         "target": target,
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
     }
-    torch.save(payload, path)
     full = {
         **card,
         "format": FORMAT,
-        "checkpoint": CHECKPOINT,
-        "sha256": sha256_file(path),
         "model": config.to_dict(),
         "feature_set": feature_set.to_dict(),
         "classes": list(classes),
         "target": target,
     }
-    (folder / CARD_JSON).write_text(json.dumps(full, indent=2) + "\n")
-    (folder / CARD_MD).write_text(card_markdown(full))
-    return path
+    return write_checkpoint(folder, payload, full, card_markdown)
 
 
 def load_checkpoint(path: Path, *, feature_set: FeatureSet | None = None) -> LoadedModel:
@@ -101,36 +103,7 @@ def load_checkpoint(path: Path, *, feature_set: FeatureSet | None = None) -> Loa
         ModelError: Missing or unreadable checkpoint or card, checksum mismatch, another
             feature set, or a model that does not match its config.
     """
-    path = path / CHECKPOINT if path.is_dir() else path
-    card_path = path.parent / CARD_JSON
-    if not path.is_file():
-        raise ModelError(
-            f"model checkpoint {path} does not exist: give the model.pt (or its folder) "
-            "that 'agrimon train invasive' wrote"
-        )
-    if not card_path.is_file():
-        raise ModelError(
-            f"model checkpoint {path} has no {CARD_JSON} beside it: keep the folder that "
-            "'agrimon train invasive' wrote together"
-        )
-    try:
-        card = json.loads(card_path.read_text())
-    except (OSError, ValueError) as err:
-        raise ModelError(f"model card {card_path} cannot be read ({err}): retrain") from err
-    if not isinstance(card, dict) or "sha256" not in card:
-        raise ModelError(f"model card {card_path} has no checksum: retrain the model")
-    actual = sha256_file(path)
-    if actual != card["sha256"]:
-        raise ModelError(
-            f"model checkpoint {path} does not match its card (SHA-256 {actual[:12]}… ≠ "
-            f"{str(card['sha256'])[:12]}…): the file was changed or damaged; retrain or restore it"
-        )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling refuses anything but weights and plain types
-        raise ModelError(f"model checkpoint {path} cannot be loaded safely ({err})") from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ModelError(f"{path} is not an agrimon invasive-vegetation checkpoint ({FORMAT})")
+    payload, card, path = load_verified(path, fmt=FORMAT, trainer="agrimon train invasive")
     own = FeatureSet.from_dict(payload["feature_set"])
     if feature_set is not None and own.channels != feature_set.channels:
         raise ModelError(

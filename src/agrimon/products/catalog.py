@@ -136,6 +136,21 @@ _TABLE_TYPES = {
         "text/csv",
         "Area-adjusted estimates and accuracy per zone and class (CSV)",
     ),
+    "yield_forecast_csv": (
+        "yield_forecast_csv",
+        "text/csv",
+        "Yield forecast per field or region with its 80 % interval (CSV)",
+    ),
+    "yield_forecast_geojson": (
+        "yield_forecast_geojson",
+        "application/geo+json",
+        "Yield forecast per field or region with its 80 % interval (lon/lat)",
+    ),
+    "yield_forecast_gpkg": (
+        "yield_forecast_gpkg",
+        "application/geopackage+sqlite3",
+        "Yield forecast per field or region with its 80 % interval (map CRS)",
+    ),
 }
 
 

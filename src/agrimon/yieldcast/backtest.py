@@ -7,9 +7,10 @@ from nothing of ``Y``,
 
 * the conformal calibration of each model's 80 % interval (split conformal on absolute
   residuals, :mod:`agrimon.yieldcast.conformal`), and
-* the choice of the forecast named ``agrimon``: per lead, the model with the lowest inner
-  NRMSE. Where the satellite signal carries no skill a baseline wins the inner comparison,
-  so ``agrimon`` falls back to it instead of adding noise.
+* the forecast named ``agrimon``: per lead, the blend of the models whose weights give the
+  lowest inner NRMSE (:mod:`agrimon.yieldcast.blend`). Where the satellite signal carries
+  no skill the baselines take the weight, so ``agrimon`` falls back to them instead of
+  adding noise.
 
 Models are plain functions ``fit_predict(train_yields, test_keys, lead) -> predictions``
 wrapped in a :class:`Forecaster` that says whether they read the season at all; the Torch
@@ -22,11 +23,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
 from agrimon.errors import TrainingError
-from agrimon.yieldcast import baselines, conformal, metrics
+from agrimon.yieldcast import baselines, blend, conformal, metrics
+from agrimon.yieldcast import model as nets
+from agrimon.yieldcast.cnn import cnn_forecaster
 from agrimon.yieldcast.data import YieldData
 from agrimon.yieldcast.features import LEADS, Lead, season_table
 
@@ -82,7 +86,7 @@ class BacktestResult:
 
     Attributes:
         predictions: ``model, lead, unit, year, observed, predicted, lo, hi`` (and for
-            ``agrimon`` the model it chose in ``chosen``).
+            ``agrimon`` its blend weights in ``chosen``, e.g. ``"trend 0.6 + naive 0.4"``).
         scores: ``{model: {lead: {nrmse, mape, r2, coverage80, width80}}}``.
     """
 
@@ -116,6 +120,14 @@ def baseline_models(data: YieldData, *, seed: int = 0) -> dict[str, Forecaster]:
     }
 
 
+def all_models(
+    data: YieldData, *, seed: int = 0, cnn: nets.FitOptions | None = None
+) -> dict[str, Forecaster]:
+    """The baselines and the Torch model (``cnn``), in the order the blend weighs them."""
+    options = cnn or nets.FitOptions(seed=seed)
+    return {**baseline_models(data, seed=seed), "cnn": Forecaster(cnn_forecaster(data, options))}
+
+
 def _year_folds(years: Sequence[int], folds: int) -> list[list[int]]:
     """Whole years dealt into folds (leave-one-year-out when ``folds`` is 0 or too many)."""
     ordered = sorted(years)
@@ -124,7 +136,7 @@ def _year_folds(years: Sequence[int], folds: int) -> list[list[int]]:
     return [ordered[k::folds] for k in range(folds)]
 
 
-def _out_of_fold(model: Model, train: pd.DataFrame, lead: Lead, folds: int) -> pd.DataFrame:
+def out_of_fold(model: Model, train: pd.DataFrame, lead: Lead, folds: int) -> pd.DataFrame:
     """Forecasts of every training unit-year by fits that did not see its year."""
     parts = []
     for held in _year_folds(train["year"].unique().tolist(), folds):
@@ -137,16 +149,55 @@ def _out_of_fold(model: Model, train: pd.DataFrame, lead: Lead, folds: int) -> p
     return pd.concat(parts, ignore_index=True)
 
 
+@dataclass(frozen=True)
+class _Fit:
+    """One model's forecasts of a test year, with conformal 80 % bounds, and out of fold.
+
+    Attributes:
+        predicted: Test forecasts (``unit, year, predicted, lo, hi``).
+        oof: Out-of-fold forecasts of the training years (``…, observed``).
+        inner_nrmse: NRMSE of ``oof``.
+    """
+
+    predicted: pd.DataFrame
+    oof: pd.DataFrame
+    inner_nrmse: float
+
+
 def _fit_and_calibrate(
     model: Model, train: pd.DataFrame, keys: pd.DataFrame, lead: Lead, folds: int
-) -> tuple[pd.DataFrame, float]:
-    """A model's forecasts of ``keys`` with conformal 80 % bounds, and its inner NRMSE."""
-    oof = _out_of_fold(model, train, lead, folds)
-    cal = conformal.calibrate_absolute(oof["predicted"], oof["observed"], alpha=ALPHA)
+) -> _Fit:
+    """A model's forecasts of ``keys`` with conformal 80 % bounds, and its inner skill."""
+    oof = out_of_fold(model, train, lead, folds)
     predicted = model(train, keys, lead)
-    lo, hi = conformal.apply_absolute(predicted["predicted"], cal)
+    lo, hi = _interval(oof, predicted["predicted"])
     inner = metrics.nrmse(oof["observed"], oof["predicted"], oof["year"])
-    return predicted.assign(lo=lo, hi=hi), inner
+    return _Fit(predicted.assign(lo=lo, hi=hi), oof, inner)
+
+
+def _interval(oof: pd.DataFrame, predicted: pd.Series) -> tuple[Any, Any]:
+    """Split-conformal 80 % bounds of ``predicted`` from out-of-fold forecasts."""
+    cal = conformal.calibrate_absolute(oof["predicted"], oof["observed"], alpha=ALPHA)
+    return conformal.apply_absolute(predicted, cal)
+
+
+def _blended(fits: Mapping[str, _Fit]) -> tuple[pd.DataFrame, str]:
+    """The ``agrimon`` forecast: the models blended with weights chosen out of fold."""
+    first = next(iter(fits.values()))
+    for fit in fits.values():
+        if not fit.oof[["unit", "year"]].equals(first.oof[["unit", "year"]]):
+            raise TrainingError("models were calibrated on different unit-years")
+    oof = first.oof
+    weights = blend.choose_weights(
+        {n: f.oof["predicted"] for n, f in fits.items()}, oof["observed"], oof["year"]
+    )
+    blended_oof = oof.assign(
+        predicted=blend.blend({n: f.oof["predicted"] for n, f in fits.items()}, weights)
+    )
+    predicted = blend.blend({n: f.predicted["predicted"] for n, f in fits.items()}, weights)
+    lo, hi = _interval(blended_oof, pd.Series(predicted))
+    out = first.predicted[["unit", "year"]].assign(predicted=predicted, lo=lo, hi=hi)
+    return out, blend.describe(weights)
 
 
 def backtest(
@@ -172,27 +223,27 @@ def backtest(
         test = yields[yields["year"] == year]
         keys = test[["unit", "year"]]
         # Forecasts and calibration of a model that ignores the lead, made once per year.
-        fitted: dict[tuple[str, Lead | None], tuple[pd.DataFrame, float]] = {}
+        fitted: dict[tuple[str, Lead | None], _Fit] = {}
+        observed = test["yield"].to_numpy()
         for lead in options.leads:
-            inner: dict[str, float] = {}
+            fits: dict[str, _Fit] = {}
             for name, forecaster in models.items():
                 key = (name, lead if forecaster.uses_season else None)
                 if key not in fitted:
                     fitted[key] = _fit_and_calibrate(
                         forecaster.fit_predict, train, keys, lead, options.inner_folds
                     )
-                predicted, inner[name] = fitted[key]
+                fits[name] = fitted[key]
                 rows.append(
-                    predicted.assign(
+                    fits[name].predicted.assign(
                         model=name,
                         lead=lead,
-                        observed=test["yield"].to_numpy(),
-                        inner_nrmse=inner[name],
+                        observed=observed,
+                        inner_nrmse=fits[name].inner_nrmse,
                     )
                 )
-            chosen = min(inner, key=lambda n: (inner[n], list(models).index(n)))
-            pick = rows[-len(models) + list(models).index(chosen)]
-            rows.append(pick.assign(model=AGRIMON, chosen=chosen))
+            agrimon, chosen = _blended(fits)
+            rows.append(agrimon.assign(model=AGRIMON, lead=lead, observed=observed, chosen=chosen))
     predictions = pd.concat(rows, ignore_index=True)
     return BacktestResult(predictions, score_table(predictions))
 
@@ -243,7 +294,7 @@ def _num(value: float, digits: int) -> str:
 
 
 def chosen_counts(predictions: pd.DataFrame) -> dict[str, dict[str, int]]:
-    """How often ``agrimon`` chose each model, per lead (counted once per test year)."""
+    """How often ``agrimon`` chose each blend, per lead (counted once per test year)."""
     part = predictions[predictions["model"] == AGRIMON]
     firsts = part.drop_duplicates(["lead", "year"])
     return {

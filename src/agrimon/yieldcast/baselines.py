@@ -334,7 +334,7 @@ def trend(
     return _predictions(targets, trends.at(targets["unit"], targets["year"]))
 
 
-def _feature_rows(features: pd.DataFrame, keys: pd.DataFrame, name: str) -> NDArray[np.float64]:
+def feature_rows(features: pd.DataFrame, keys: pd.DataFrame, name: str) -> NDArray[np.float64]:
     """The feature matrix rows of ``keys``' unit-years, refusing any that are missing."""
     if features.index.nlevels != 2:
         raise YieldDataError(
@@ -397,11 +397,41 @@ def residual_forest(
     Returns:
         ``unit, year, predicted`` in the order of ``test``.
     """
+    targets = _check_keys(test, "test", ("unit", "year"))
+    trends, forest = fit_residual_forest(
+        train,
+        features,
+        n_estimators=n_estimators,
+        min_samples_leaf=min_samples_leaf,
+        seed=seed,
+        min_window=min_window,
+        max_window=max_window,
+        alpha=alpha,
+    )
+    x_test = feature_rows(features, targets, "test")
+    predicted = trends.at(targets["unit"], targets["year"]) + forest.predict(x_test)
+    return _predictions(targets, np.asarray(predicted, dtype=np.float64))
+
+
+def fit_residual_forest(
+    train: pd.DataFrame,
+    features: pd.DataFrame,
+    *,
+    n_estimators: int = 100,
+    min_samples_leaf: int = 5,
+    seed: int = 0,
+    min_window: int = MIN_TREND_WINDOW,
+    max_window: int = MAX_TREND_WINDOW,
+    alpha: float = TREND_ALPHA,
+) -> tuple[Trends, RandomForestRegressor]:
+    """The unit trends of ``train`` and the forest fitted on their residuals.
+
+    Arguments as :func:`residual_forest`; the forecast of a unit-year is the trend at it
+    plus ``forest.predict`` of its feature row (:func:`feature_rows`).
+    """
     trends = fit_trends(train, min_window=min_window, max_window=max_window, alpha=alpha)
     residuals = detrend(train, trends)
-    targets = _check_keys(test, "test", ("unit", "year"))
-    x_train = _feature_rows(features, residuals, "training")
-    x_test = _feature_rows(features, targets, "test")
+    x_train = feature_rows(features, residuals, "training")
     forest = RandomForestRegressor(
         n_estimators=n_estimators,
         min_samples_leaf=min_samples_leaf,
@@ -409,5 +439,4 @@ def residual_forest(
         n_jobs=1,
     )
     forest.fit(x_train, residuals["residual"].to_numpy())
-    predicted = trends.at(targets["unit"], targets["year"]) + forest.predict(x_test)
-    return _predictions(targets, np.asarray(predicted, dtype=np.float64))
+    return trends, forest

@@ -111,6 +111,11 @@ def read_cybench(
 
 def _folder(root: Path, crop: str, country: str) -> tuple[Path, str, str]:
     """The ``<crop>/<CC>`` folder and its names as spelt on disk, or a YieldDataError."""
+    if root.exists() and not root.is_dir():
+        raise YieldDataError(
+            f"CY-Bench data folder {root} is a file, not a folder: pass the folder that "
+            "holds <crop>/<country>/ subfolders (such as maize/ES/)"
+        )
     if not root.is_dir():
         raise YieldDataError(
             f"CY-Bench data folder {root} does not exist: pass the folder that holds "

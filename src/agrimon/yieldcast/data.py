@@ -182,7 +182,8 @@ def calendar_table(
 ) -> pd.DataFrame:
     """The ``calendar`` table of a raw crop calendar, or a YieldDataError saying what to fix.
 
-    Rows without sos or eos are left out: their unit counts as having no calendar.
+    A row without sos or eos is refused (it is a calendar row that cannot be used, not a
+    unit without a calendar): remove the row to leave its unit out as one without a calendar.
 
     Args:
         frame: The table as read.
@@ -195,17 +196,17 @@ def calendar_table(
         Columns ``unit, sos, eos``, sorted by unit.
 
     Raises:
-        YieldDataError: A column is missing, a value is not a day of year, or a unit has two
-            calendars.
+        YieldDataError: A column is missing, a value is missing or not a day of year, or a
+            unit has two calendars.
     """
     _require_columns(frame, source, (unit, sos, eos), "a crop calendar")
     table = pd.DataFrame(
         {
             "unit": _ids(frame[unit], source, unit),
-            "sos": _numbers(frame[sos], source, sos, "a day of year", missing_ok=True),
-            "eos": _numbers(frame[eos], source, eos, "a day of year", missing_ok=True),
+            "sos": _numbers(frame[sos], source, sos, "a day of year"),
+            "eos": _numbers(frame[eos], source, eos, "a day of year"),
         }
-    ).dropna(subset=["sos", "eos"])
+    )
     for col in ("sos", "eos"):
         outside = ~table[col].between(1.0, 367.0, inclusive="left")
         if outside.any():
@@ -296,13 +297,15 @@ def assemble(
             raise YieldDataError(
                 f"{source}: unit(s) {listing(short)} have yields of one year only, and a "
                 f"yield trend needs at least {MIN_YEARS}: add their other years, remove "
-                "them, or let the reader drop them (incomplete='drop')"
+                "them, or let the reader leave them out (incomplete='drop'; on the command "
+                "line, without --strict)"
             )
         if uncalendared:
             raise YieldDataError(
                 f"{calendar_source or source} has no crop calendar (sos, eos) for unit(s) "
                 f"{listing(uncalendared)}, which have yields: add their rows, or let the "
-                "reader drop them (incomplete='drop')"
+                "reader leave them out (incomplete='drop'; on the command line, without "
+                "--strict)"
             )
     dropped = {u: "no crop calendar" for u in uncalendared}
     dropped.update({u: f"yields of fewer than {MIN_YEARS} years" for u in short})
@@ -452,16 +455,7 @@ def read_agrimon(
             f"{paths[0]}: zone name(s) {listing(names.index[names > 1])} are given to more "
             "than one zone, so they cannot name units: give every zone its own name"
         )
-    clear = zonal["clear_fraction"].fillna(0.0) >= min_clear_fraction
-    zonal = zonal[clear]
-    long = pd.DataFrame(
-        {
-            "unit": zonal["name"],
-            "indicator": zonal["index"],
-            "date": zonal["time"],
-            "value": zonal[statistic],
-        }
-    )
+    long = zonal_series(zonal, statistic=statistic, min_clear_fraction=min_clear_fraction)
     yields = yields_table(read_csv_file(paths[1], text=["unit"]), str(paths[1]))
     calendar = calendar_table(read_csv_file(paths[2], text=["unit"]), str(paths[2]))
     return assemble(
@@ -476,10 +470,37 @@ def read_agrimon(
     )
 
 
+def zonal_series(
+    table: pd.DataFrame,
+    *,
+    statistic: Literal["mean", "median"] = "mean",
+    min_clear_fraction: float = 0.5,
+) -> pd.DataFrame:
+    """Long ``unit, indicator, date, value`` rows of an agrimon zonal table.
+
+    The zone's ``name`` is the unit, its ``index`` the indicator; zone-days with less than
+    ``min_clear_fraction`` of the zone clear are left out (their statistic describes only
+    the clear part of the zone, often another land cover than the crop's).
+    """
+    kept = table[table["clear_fraction"].fillna(0.0) >= min_clear_fraction]
+    return pd.DataFrame(
+        {
+            "unit": kept["name"],
+            "indicator": kept["index"],
+            "date": kept["time"],
+            "value": kept[statistic],
+        }
+    )
+
+
 def read_csv_file(path: Path, *, text: Sequence[str] = ()) -> pd.DataFrame:
     """A CSV as a frame (columns ``text`` read as text), or a YieldDataError naming the file."""
     try:
         return pd.read_csv(path, dtype=dict.fromkeys(text, str))
+    except pd.errors.EmptyDataError as exc:
+        raise YieldDataError(
+            f"{path} is empty: give a comma-separated file with a header and rows"
+        ) from exc
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise YieldDataError(
             f"{path} cannot be read as CSV ({exc}): give a comma-separated file with a header"
@@ -496,19 +517,17 @@ def _require_columns(frame: pd.DataFrame, source: str, columns: Sequence[str], w
         )
 
 
-def _numbers(
-    column: pd.Series, source: str, name: str, what: str, *, missing_ok: bool = False
-) -> pd.Series:
-    """``column`` as float64, refusing text and (unless ``missing_ok``) missing values."""
+def _numbers(column: pd.Series, source: str, name: str, what: str) -> pd.Series:
+    """``column`` as float64, refusing text, infinities and missing values."""
     values = pd.to_numeric(column, errors="coerce").astype("float64")
-    text = values.isna() & column.notna()
+    text = (values.isna() & column.notna()) | np.isinf(values)
     if text.any():
         pos = int(np.flatnonzero(text.to_numpy())[0])
         raise YieldDataError(
             f"{source}: {name} {column.iloc[pos]!r} (line {line(column, pos)}) is not {what}: "
             "fix or remove that row"
         )
-    if not missing_ok and values.isna().any():
+    if values.isna().any():
         rows = np.flatnonzero(values.isna().to_numpy())
         raise YieldDataError(
             f"{source}: {rows.size} row(s) have no {name} (first at line {line(column, rows[0])}): "
