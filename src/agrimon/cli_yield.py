@@ -55,6 +55,14 @@ def backtest(
         ),
     ] = 5,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.", metavar="N")] = 0,
+    models: Annotated[
+        str,
+        typer.Option(
+            help="Models to backtest and blend, comma-separated (naive, trend, "
+            "random_forest, cnn); fewer is faster.",
+            metavar="LIST",
+        ),
+    ] = "naive,trend,random_forest,cnn",
     strict: Annotated[
         bool,
         typer.Option(
@@ -65,9 +73,9 @@ def backtest(
 ) -> None:
     """Leave-one-year-out backtest: NRMSE as CY-Bench computes it, per model and lead.
 
-    Every model (naive, trend, random forest on trend residuals) and the published
-    forecast, agrimon (chosen among them on the training years only), are scored on the
-    same held-out years, with their 80 % intervals' coverage and width. Units the data
+    Every model (naive, trend, random forest on trend residuals, the Torch 1D-CNN) and
+    the published forecast, agrimon (their blend, weighted on the training years only),
+    are scored on the same held-out years, with their 80 % intervals' coverage and width. Units the data
     cannot use (no crop calendar, one year of yields) are left out with one note line per
     reason on standard error; --strict refuses them instead.
     """
@@ -80,20 +88,25 @@ def backtest(
         with_season,
     )
     from agrimon.yieldcast.backtest import backtest as run_backtest
+    from agrimon.yieldcast.forecast import MEMBERS
 
     def run() -> None:
         if inner_folds < 0 or inner_folds == 1:
             raise ConfigError(
                 f"--inner-folds {inner_folds}: give 0 (leave one year out) or 2 folds or more"
             )
+        names = [m.strip() for m in models.split(",") if m.strip()]
+        unknown = sorted(set(names) - set(MEMBERS))
+        if unknown or not names:
+            raise ConfigError(
+                f"--models {models!r}: choose from {', '.join(MEMBERS)}, comma-separated"
+            )
         used, flags = load_checked(data, crop, country, strict=strict, drop_flagged=drop_flagged)
         check_backtestable(used, with_season(used)["year"])
+        every = all_models(used, seed=seed)
+        chosen = {n: every[n] for n in MEMBERS if n in names}
         with torch_threads(1):
-            result = run_backtest(
-                used,
-                all_models(used, seed=seed),
-                BacktestOptions(inner_folds=inner_folds, seed=seed),
-            )
+            result = run_backtest(used, chosen, BacktestOptions(inner_folds=inner_folds, seed=seed))
         typer.echo(format_table(result.scores))
         typer.echo(f"agrimon chose (test years per lead): {chosen_counts(result.predictions)}")
         if json_path is not None:
