@@ -12,7 +12,6 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from agrimon.yieldcast.backtest import (
     AGRIMON,

@@ -20,12 +20,20 @@ from agrimon.errors import ModelError
 from agrimon.yieldcast import baselines, blend, metrics
 from agrimon.yieldcast import model as nets
 from agrimon.yieldcast.cnn import cnn_forecaster
-from agrimon.yieldcast.forecast import forecast, load_model, member_forecasts, save_model
+from agrimon.yieldcast.data import YieldData
+from agrimon.yieldcast.forecast import (
+    YieldModel,
+    forecast,
+    load_model,
+    member_forecasts,
+    save_model,
+)
 from agrimon.yieldcast.forest import ForestArrays
 from agrimon.yieldcast.train import TrainYieldOptions, train_yield_model
 from tests.test_yield_backtest import YEARS, _world
 
 FAST = nets.FitOptions(steps=120, members=1)
+Trained = tuple[YieldData, YieldModel]
 
 
 def test_the_strided_convolution_is_conv1d() -> None:
@@ -35,6 +43,7 @@ def test_the_strided_convolution_is_conv1d() -> None:
     # Conv1d's weight (out, in, k) is our linear's (out, in·k), channel-major.
     with torch.no_grad():
         ref.weight.copy_(ours.linear.weight.reshape(6, 4, 5))
+        assert ref.bias is not None
         ref.bias.copy_(ours.linear.bias)
     x = torch.randn(7, 24, 4)
     expected = ref(x.transpose(1, 2)).transpose(1, 2)
@@ -113,12 +122,12 @@ def test_the_cnn_never_sees_data_after_its_lead() -> None:
 
 
 @pytest.fixture(scope="module")
-def trained() -> tuple[object, object]:
+def trained() -> Trained:
     data = _world(signal=0.9)
     return data, train_yield_model(data, TrainYieldOptions(inner_folds=3, cnn=FAST))
 
 
-def test_a_saved_model_forecasts_as_it_was_trained(trained: tuple, tmp_path: Path) -> None:
+def test_a_saved_model_forecasts_as_it_was_trained(trained: Trained, tmp_path: Path) -> None:
     data, model = trained
     save_model(model, tmp_path / "m", {"data": "synthetic"})
     loaded = load_model(tmp_path / "m")
@@ -143,7 +152,7 @@ def test_a_saved_model_forecasts_as_it_was_trained(trained: tuple, tmp_path: Pat
     assert "| eos |" in (tmp_path / "m" / "card.md").read_text()
 
 
-def test_a_tampered_checkpoint_is_refused(trained: tuple, tmp_path: Path) -> None:
+def test_a_tampered_checkpoint_is_refused(trained: Trained, tmp_path: Path) -> None:
     _, model = trained
     folder = tmp_path / "m"
     save_model(model, folder, {})
@@ -155,7 +164,7 @@ def test_a_tampered_checkpoint_is_refused(trained: tuple, tmp_path: Path) -> Non
         load_model(tmp_path / "missing")
 
 
-def test_a_forecast_refuses_other_features(trained: tuple) -> None:
+def test_a_forecast_refuses_other_features(trained: Trained) -> None:
     data, model = trained
     series = data.series.assign(indicator=data.series["indicator"].cat.rename_categories(["evi"]))
     with pytest.raises(ModelError, match="reads indicators ndvi"):

@@ -75,9 +75,9 @@ def backtest(
 
     Every model (naive, trend, random forest on trend residuals, the Torch 1D-CNN) and
     the published forecast, agrimon (their blend, weighted on the training years only),
-    are scored on the same held-out years, with their 80 % intervals' coverage and width. Units the data
-    cannot use (no crop calendar, one year of yields) are left out with one note line per
-    reason on standard error; --strict refuses them instead.
+    are scored on the same held-out years, with their 80 % intervals' coverage and
+    width. Units the data cannot use (no crop calendar, one year of yields) are left out
+    with one note line per reason on standard error; --strict refuses them instead.
     """
     from agrimon.invasive.model import torch_threads
     from agrimon.yieldcast.backtest import (

@@ -3,7 +3,8 @@
 For the units (fields or districts) that have a forecast, :func:`write_forecasts` writes
 
 * ``<stem>.csv``: one row per unit, harvest year and lead, with the forecast and its 80 %
-  interval (t/ha), the model that made it and the date of the data it uses; with polygon
+  interval (t/ha), the model that made it and the date of the data it uses (and any other
+  column of the forecasts, such as ``history``); with polygon
   units also ``area_ha`` (computed in a metric CRS) and ``production_t``, the expected
   production (forecast × area);
 * ``<stem>.geojson``: the same rows as features, RFC 7946 (EPSG:4326, 7 decimals), written
@@ -148,6 +149,9 @@ def _forecast_table(forecasts: pd.DataFrame) -> pd.DataFrame:
             "issued": _dates(raw["issued"]),
         }
     )
+    # Optional extras (e.g. a unit's years of history in the model) are kept as given.
+    for extra in (c for c in raw.columns if c not in FORECAST_COLUMNS):
+        table[str(extra)] = raw[extra].to_numpy()
     unknown = sorted(set(table["lead"]) - set(LEADS))
     if unknown:
         raise ValueError(f"unknown lead(s) {listing(unknown)}: use {', '.join(LEADS)}")

@@ -223,7 +223,11 @@ def field_truth(
     Returns:
         ``(fields, seasons_table)``: fields with ``field_id``, ``area_ha`` and their polygon
         (EPSG:4326); a tidy table with one row per field and season: ``yield_t_ha``,
-        ``peak_greenness`` and the dates of sowing, start, peak and end of season.
+        ``peak_greenness`` and the dates of sowing, start (half green-up), peak (highest
+        greenness) and end of season (half senescence, earlier after a dry spell). The
+        yield grows with the peak greenness but depends on more (the sowing date, the
+        season's dry spell, the field's patchiness and management; see
+        ``synth.field_yield``).
     """
     minx, miny, maxx, maxy = geometry.bounds
     lons = np.array([minx, maxx, minx, maxx, minx, maxx], dtype=np.float64)

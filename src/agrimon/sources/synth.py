@@ -8,7 +8,11 @@ The landscape imitates farmland in a semi-arid savanna (Namibia's maize triangle
 
 * crop fields on a lon/lat cadastre, sown between mid-November and late December, with a
   sowing–peak–harvest greenness cycle whose height depends on the season's rainfall and the
-  field's potential (and the field's yield on that height, plus noise);
+  field's potential, and which a mid-season dry spell marks (wilting, a lower peak, an early
+  senescence) where it strikes; the field's maize yield follows that height, the sowing
+  date against the rains' onset, the spell's timing against the crop's flowering, the
+  field's patchiness, a technology trend and what space does not see (management, pests),
+  so that the peak greenness explains about half of it (see :func:`field_yield`);
 * savanna grassland, green in the rainy season and senescent in the dry season;
 * patches of encroaching woody shrubs that green up earlier and stay green well into the dry
   season, with lower red and SWIR than dry grass;
@@ -25,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from functools import partial
+from functools import cached_property, partial
 
 import numpy as np
 from numpy.typing import NDArray
@@ -310,52 +314,240 @@ def shrub_greenness(day_of_season: float, season: int) -> float:
     return SHRUB_SPECIES[0].greenness(day_of_season, season)
 
 
+#: Days from sowing to half green-up and to half senescence (without a dry spell).
+CROP_START, CROP_END = 40.0, 125.0
+#: Crop stages a dry spell can hit, as (days after sowing, spread in days): canopy growth,
+#: flowering (about sowing + 60..85) and grain filling.
+VEGETATIVE, FLOWERING, FILLING = (35.0, 12.0), (72.0, 9.0), (100.0, 12.0)
+#: Share of the peak greenness taken by a full dry spell during canopy growth.
+VEGETATIVE_LOSS = 0.35
+#: Share of the greenness a full dry spell takes while it lasts (leaves roll and grey).
+WILT_LOSS = 0.30
+#: Days by which a full dry spell in grain filling (half that at flowering) ends the season.
+SENESCENCE_DAYS = 40.0
+
+
+@dataclass(frozen=True)
+class DrySpell:
+    """The mid-season dry spell of a season.
+
+    Attributes:
+        day: Its middle, in days since the season's start (28 December .. 8 March).
+        length: Its length in days (10..28); it acts as a Gaussian pulse of width
+            ``length / 2`` around ``day``.
+        severity: Its regional severity, 0 (the rains carried on) .. 1 (no rain at all).
+            Fields feel it as :func:`spell_severity`.
+    """
+
+    day: float
+    length: float
+    severity: float
+
+    def pulse(self, day_of_season: float | F64) -> F64:
+        """How much of the spell is on a day, 0..1 (1 in its middle)."""
+        return np.asarray(np.exp(-0.5 * ((day_of_season - self.day) / (self.length / 2.0)) ** 2))
+
+
+def dry_spell(season: int) -> DrySpell:
+    """The dry spell of a season (every season has one, some of them mild)."""
+    return DrySpell(
+        day=180.0 + 70.0 * float(hash_u01(season, seed=SEED + 14)),
+        length=10.0 + 18.0 * float(hash_u01(season, seed=SEED + 15)),
+        severity=float(hash_u01(season, seed=SEED + 16)) ** 1.2,
+    )
+
+
+def spell_severity(x_km: F64, y_km: F64, season: int) -> F64:
+    """Severity of the season's dry spell at planar positions (km), patchy at about 8 km.
+
+    Showers are local: the same spell is 0.35..1 times its regional severity a few
+    kilometres away, in a pattern that changes every season.
+    """
+    local = value_noise(x_km, y_km, scale_km=8.0, seed=SEED + 110_000 + season)
+    return np.asarray(dry_spell(season).severity * (0.35 + 0.65 * local))
+
+
+def stage_exposure(spell: DrySpell, sowing: F64, stage: tuple[float, float]) -> F64:
+    """Share (0..1) of a crop stage spent in the dry spell, for fields sown on ``sowing``.
+
+    The stage is a Gaussian weight of its spread around ``sowing + centre``; the exposure
+    is the stage-weighted mean of :meth:`DrySpell.pulse`, in closed form: smooth in the
+    sowing date, nearer 1 for longer spells.
+    """
+    centre, spread = stage
+    width = spell.length / 2.0
+    var = spread**2 + width**2
+    lag = spell.day - np.asarray(sowing) - centre
+    return np.asarray(width / np.sqrt(var) * np.exp(-0.5 * lag**2 / var))
+
+
 @dataclass(frozen=True)
 class CropCycle:
-    """Phenology of one field in one season, in days since the season's start."""
+    """Phenology of fields in one season, in days since the season's start (arrays per field).
 
-    sowing: float
-    start: float
-    peak: float
-    end: float
-    peak_greenness: float
+    Attributes:
+        sowing: Day of sowing.
+        start: Day the green-up passes half its height.
+        end: Day senescence falls through half height (earlier after a dry spell).
+        peak_greenness: Height of the green plateau (green fraction, before the
+            within-field vigour).
+        spell: The season's dry spell.
+        wilting: Severity of the spell at each field (:func:`spell_severity`): the share
+            of ``WILT_LOSS`` its greenness loses in the middle of the spell.
+        flowering_stress: Dry-spell stress at flowering (0..1, see :func:`crop_cycle`).
+        filling_stress: Dry-spell stress during grain filling (0..1).
+    """
+
+    sowing: F64
+    start: F64
+    end: F64
+    peak_greenness: F64
+    spell: DrySpell
+    wilting: F64
+    flowering_stress: F64
+    filling_stress: F64
+
+    @cached_property
+    def peak(self) -> F64:
+        """Day of the highest greenness of each field (to a quarter day)."""
+        if self.sowing.size == 0:
+            return np.zeros(self.sowing.shape)
+        days = np.arange(np.floor(self.start.min()), np.ceil(self.end.max()), 0.25)[:, None]
+        return np.asarray(days[np.argmax(crop_greenness(days, self), axis=0), 0])
 
 
 def crop_cycle(ci: NDArray[np.int64], cj: NDArray[np.int64], season: int) -> CropCycle:
     """Vectorised crop calendar of fields ``(ci, cj)`` in ``season``.
 
     Sowing falls between 13 November and 23 December; green-up reaches half its height 40
-    days later, the peak 82 days later, and senescence falls through half height 125 days
-    after sowing. The peak greenness grows with the season's rainfall and the field's
-    potential.
+    days later, and senescence falls through half height 125 days after sowing, the green
+    plateau peaking in between (about 80 days after sowing). The peak greenness grows with
+    the season's rainfall and the field's potential.
+
+    The season's dry spell (:func:`dry_spell`, felt as :func:`spell_severity` times the
+    :func:`stage_exposure` of each stage) shows in the greenness: the crop wilts while it
+    lasts (see :func:`crop_greenness`); during canopy growth it lowers the peak greenness
+    (by up to ``VEGETATIVE_LOSS``); during grain filling, and half as much at flowering, it
+    brings senescence forward (by up to ``SENESCENCE_DAYS``). Its cost in grain (see
+    :func:`field_yield`) is highest at flowering, where the canopy shows only the wilting.
     """
-    sowing = 135.0 + 40.0 * hash_u01(ci, cj, season, seed=SEED + 8)
+    sowing = np.asarray(135.0 + 40.0 * hash_u01(ci, cj, season, seed=SEED + 8))
+    spell = dry_spell(season)
+    severity = spell_severity(*field_seed(ci, cj), season)
+    vegetative, flowering, filling = (
+        severity * stage_exposure(spell, sowing, stage)
+        for stage in (VEGETATIVE, FLOWERING, FILLING)
+    )
+    green = np.clip(0.25 + 0.55 * rainfall(season) * field_potential(ci, cj), 0.3, 0.98)
     return CropCycle(
-        sowing=sowing,  # type: ignore[arg-type]
-        start=sowing + 40.0,  # type: ignore[arg-type]
-        peak=sowing + 82.0,  # type: ignore[arg-type]
-        end=sowing + 125.0,  # type: ignore[arg-type]
-        peak_greenness=np.clip(0.25 + 0.55 * rainfall(season) * field_potential(ci, cj), 0.3, 0.98),  # type: ignore[arg-type]
+        sowing=sowing,
+        start=sowing + CROP_START,
+        end=sowing + CROP_END - SENESCENCE_DAYS * (filling + 0.5 * flowering),
+        peak_greenness=np.asarray(green * (1.0 - VEGETATIVE_LOSS * vegetative)),
+        spell=spell,
+        wilting=severity,
+        flowering_stress=np.asarray(flowering),
+        filling_stress=np.asarray(filling),
     )
 
 
-def crop_greenness(day_of_season: float, cycle: CropCycle) -> F64:
-    """Green fraction of crop fields on a day (0 = bare soil before sowing/after harvest)."""
-    rise = _logistic((day_of_season - np.asarray(cycle.start)) / 7.0)
-    fall = _logistic((day_of_season - np.asarray(cycle.end)) / 8.0)
-    return np.asarray(np.clip(rise - fall, 0.0, 1.0) * np.asarray(cycle.peak_greenness))
+def crop_greenness(day_of_season: float | F64, cycle: CropCycle) -> F64:
+    """Green fraction of crop fields on a day (0 = bare soil before sowing/after harvest).
+
+    Days broadcast against the fields (a column of days gives one row per day).
+    """
+    rise = _logistic((day_of_season - cycle.start) / 7.0)
+    fall = _logistic((day_of_season - cycle.end) / 8.0)
+    wilt = 1.0 - WILT_LOSS * cycle.wilting * cycle.spell.pulse(day_of_season)
+    return np.asarray(np.clip(rise - fall, 0.0, 1.0) * cycle.peak_greenness * wilt)
 
 
 def field_potential(ci: NDArray[np.int64], cj: NDArray[np.int64]) -> F64:
-    """Soil/management potential of a field, 0.75..1.25."""
+    """Soil potential of a field, 0.75..1.25 (it shows in the crop's greenness)."""
     return 0.75 + 0.5 * hash_u01(ci, cj, seed=SEED + 9)
 
 
+#: Range of :func:`field_patchiness`.
+PATCHINESS = (0.10, 0.55)
+
+
+def field_patchiness(ci: NDArray[np.int64], cj: NDArray[np.int64]) -> F64:
+    """Amplitude of the within-field vigour of fields (``Landscape.crop_vigour``).
+
+    Uneven emergence, waterlogged or compacted patches: the same mean greenness can come
+    from an even stand or from a patchwork of strong and weak patches.
+    """
+    low, high = PATCHINESS
+    return np.asarray(low + (high - low) * hash_u01(ci, cj, seed=SEED + 17))
+
+
+def rain_onset(season: int) -> float:
+    """Day of season (since 1 July) on which the season's rains set in."""
+    return GRASS_ONSET + rain_shift(season)
+
+
+#: Best sowing: this many days after the rains set in (the soil wet to depth).
+SOWING_LAG = 7.0
+#: Spread (days) of the sowing optimum: 30 days off it costs 40 % of the grain.
+SOWING_TOLERANCE = 30.0
+#: Share of the grain lost to a full dry spell at flowering, and in grain filling.
+FLOWERING_LOSS, FILLING_LOSS = 0.70, 0.35
+#: Share of the grain lost by the patchiest field (the top of ``PATCHINESS``).
+PATCH_LOSS = 0.15
+#: Yield trend of better seed and practice: +0.8 % a season from 2015.
+TREND_PER_YEAR, TREND_YEAR = 0.008, 2015
+#: Log-normal spreads of what space does not see: a field's management (the same every
+#: season) and pests, hail and harvest losses (new every season).
+MANAGEMENT_SD, SEASON_SD = 0.08, 0.10
+
+
+def _normal(u: F64) -> F64:
+    """Standard normal quantiles of uniform numbers, cut at ±3 (no freak yields)."""
+    return np.asarray(np.clip(ndtri(np.clip(u, 1e-6, 1 - 1e-6)), -3.0, 3.0))
+
+
+def sowing_factor(sowing: F64, season: int) -> F64:
+    """Share of the grain a sowing date keeps: best ``SOWING_LAG`` days after the onset.
+
+    Sown into dry soil before the rains, the stand is thin and uneven; sown late, the crop
+    flowers in the hot end of the rains and fills its grain as they stop.
+    """
+    off = (np.asarray(sowing) - rain_onset(season) - SOWING_LAG) / SOWING_TOLERANCE
+    return np.asarray(np.exp(-0.5 * off**2))
+
+
 def field_yield(ci: NDArray[np.int64], cj: NDArray[np.int64], season: int) -> F64:
-    """Maize grain yield (t/ha) of fields in a season: grows with peak greenness, plus noise."""
-    peak = np.asarray(crop_cycle(ci, cj, season).peak_greenness)
-    noise = 0.35 * ndtri(np.clip(hash_u01(ci, cj, season, seed=SEED + 13), 1e-6, 1 - 1e-6))
-    return np.asarray(np.maximum(0.2, 0.4 + 6.5 * peak**1.5 + noise))
+    """Maize grain yield (t/ha) of fields in a season, at least 0.2.
+
+    ``(0.4 + 6.5 peak^1.5) × sowing × spell × patches × trend × management × luck``:
+
+    * ``peak``: the season's peak greenness (rainfall, soil, a dry spell in canopy growth);
+    * ``sowing``: :func:`sowing_factor`;
+    * ``spell``: ``(1 - FLOWERING_LOSS flowering_stress) (1 - FILLING_LOSS filling_stress)``
+      (see :func:`crop_cycle`); the spell's timing against the field's sowing decides;
+    * ``patches``: ``1 - PATCH_LOSS (patchiness / max patchiness)²``: grain is concave in
+      vigour, so an uneven stand yields less than its mean greenness suggests;
+    * ``trend``: ``1 + TREND_PER_YEAR (season - TREND_YEAR)``;
+    * ``management`` and ``luck``: log-normal (``MANAGEMENT_SD`` per field, ``SEASON_SD``
+      per field and season).
+
+    Peak greenness alone explains a little under half of the variance; the timing of the
+    season (sowing, the spell, an early senescence) is in the greenness series, the rest
+    is not.
+    """
+    cycle = crop_cycle(ci, cj, season)
+    base = 0.4 + 6.5 * cycle.peak_greenness**1.5
+    spell = (1.0 - FLOWERING_LOSS * cycle.flowering_stress) * (
+        1.0 - FILLING_LOSS * cycle.filling_stress
+    )
+    patches = 1.0 - PATCH_LOSS * (field_patchiness(ci, cj) / PATCHINESS[1]) ** 2
+    trend = 1.0 + TREND_PER_YEAR * (season - TREND_YEAR)
+    unseen = np.exp(
+        MANAGEMENT_SD * _normal(hash_u01(ci, cj, seed=SEED + 18))
+        + SEASON_SD * _normal(hash_u01(ci, cj, season, seed=SEED + 13))
+    )
+    grain = base * sowing_factor(cycle.sowing, season) * spell * patches * trend * unseen
+    return np.asarray(np.maximum(0.2, grain))
 
 
 # --- static landscape -----------------------------------------------------------------
@@ -599,9 +791,9 @@ def landscape(lon: F64, lat: F64) -> Landscape:
     weights = np.exp((raw_species - raw_species.max(axis=0)) / 0.06)
     species = weights / weights.sum(axis=0)
 
-    crop_vigour = np.where(
-        in_field, 0.82 + 0.3 * value_noise(x, y, scale_km=0.15, seed=SEED + 90, octaves=2), 1.0
-    )
+    # Within-field vigour around 0.97, each field as patchy as its field_patchiness.
+    vigour_noise = value_noise(x, y, scale_km=0.15, seed=SEED + 90, octaves=2) - 0.5
+    crop_vigour = np.where(in_field, 0.97 + field_patchiness(ci, cj) * vigour_noise, 1.0)
     burn = np.stack(
         [value_noise(x, y, scale_km=1.5, seed=SEED + 100 + k, octaves=2) for k in range(2)]
     )

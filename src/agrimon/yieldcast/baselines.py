@@ -43,6 +43,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -368,16 +369,7 @@ def feature_rows(features: pd.DataFrame, keys: pd.DataFrame, name: str) -> NDArr
 
 
 def residual_forest(
-    train: pd.DataFrame,
-    test: pd.DataFrame,
-    features: pd.DataFrame,
-    *,
-    n_estimators: int = 100,
-    min_samples_leaf: int = 5,
-    seed: int = 0,
-    min_window: int = MIN_TREND_WINDOW,
-    max_window: int = MAX_TREND_WINDOW,
-    alpha: float = TREND_ALPHA,
+    train: pd.DataFrame, test: pd.DataFrame, features: pd.DataFrame, **options: Any
 ) -> pd.DataFrame:
     """Trend plus a random forest of the trend residuals (CY-Bench ``RFRes``).
 
@@ -386,28 +378,13 @@ def residual_forest(
         test: Unit-years to predict, columns ``unit``, ``year`` (a ``yield`` is ignored).
         features: Numeric features indexed by ``(unit, year)``, covering every unit-year
             of ``train`` and ``test``; the forest sees all its columns.
-        n_estimators: Trees in the forest (CY-Bench: 100 of a 50/100/500 search).
-        min_samples_leaf: Fewest training unit-years per leaf (CY-Bench: 5).
-        seed: Random state of the forest; it runs on one core (``n_jobs=1``) so the result
-            is the same everywhere.
-        min_window: See :func:`fit_trends`.
-        max_window: See :func:`fit_trends`.
-        alpha: See :func:`fit_trends`.
+        **options: Those of :func:`fit_residual_forest` (trees, leaf size, seed, trend).
 
     Returns:
         ``unit, year, predicted`` in the order of ``test``.
     """
     targets = _check_keys(test, "test", ("unit", "year"))
-    trends, forest = fit_residual_forest(
-        train,
-        features,
-        n_estimators=n_estimators,
-        min_samples_leaf=min_samples_leaf,
-        seed=seed,
-        min_window=min_window,
-        max_window=max_window,
-        alpha=alpha,
-    )
+    trends, forest = fit_residual_forest(train, features, **options)
     x_test = feature_rows(features, targets, "test")
     predicted = trends.at(targets["unit"], targets["year"]) + forest.predict(x_test)
     return _predictions(targets, np.asarray(predicted, dtype=np.float64))
@@ -426,8 +403,20 @@ def fit_residual_forest(
 ) -> tuple[Trends, RandomForestRegressor]:
     """The unit trends of ``train`` and the forest fitted on their residuals.
 
-    Arguments as :func:`residual_forest`; the forecast of a unit-year is the trend at it
-    plus ``forest.predict`` of its feature row (:func:`feature_rows`).
+    The forecast of a unit-year is the trend at it plus ``forest.predict`` of its feature
+    row (:func:`feature_rows`).
+
+    Args:
+        train: Training yields, columns ``unit``, ``year``, ``yield``.
+        features: Numeric features indexed by ``(unit, year)``, covering every unit-year
+            of ``train``; the forest sees all its columns.
+        n_estimators: Trees in the forest (CY-Bench: 100 of a 50/100/500 search).
+        min_samples_leaf: Fewest training unit-years per leaf (CY-Bench: 5).
+        seed: Random state of the forest; it runs on one core (``n_jobs=1``) so the result
+            is the same everywhere.
+        min_window: See :func:`fit_trends`.
+        max_window: See :func:`fit_trends`.
+        alpha: See :func:`fit_trends`.
     """
     trends = fit_trends(train, min_window=min_window, max_window=max_window, alpha=alpha)
     residuals = detrend(train, trends)
