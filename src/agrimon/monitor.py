@@ -372,6 +372,9 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
     units = None
     if yield_model_path(spec) is not None:
         units = forecast_units(spec, plan.aoi.geometry, plan.aoi.zones)
+        if units.empty:
+            _log.info("no field or region to forecast yields for in AOI %s", plan.aoi.name)
+            units = None
     partials: list[zonal.ZonalPartial] = []
     unit_partials: list[zonal.ZonalPartial] = []
     zone_files: dict[str, dict[str, Path]] = {}

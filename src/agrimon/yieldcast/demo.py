@@ -166,7 +166,7 @@ def demo_history(
     :func:`agrimon.yieldcast.data.read_agrimon` reads a monitor run's table; the yields
     are the demo truth (``yield_t_ha`` of :func:`agrimon.sources.demo.field_truth`) and
     the calendar is :func:`demo_calendar`. On 2 cores the default AOI (212 fields) takes
-    about 8 s a season at 30 m.
+    5–6 s a season at 30 m (40–50 s for 2016–2023), and about 0.45 GB of memory.
 
     Args:
         geometry: Area in EPSG:4326, south of the equator (the demo calendar is the
