@@ -44,12 +44,21 @@ STEM = "yield_forecast"
 
 
 def yield_model_path(spec: RunSpec) -> Path | None:
-    """The yield checkpoint a run forecasts with, or None (``auto``: demo runs only)."""
+    """The yield checkpoint a run forecasts with, or None.
+
+    ``auto`` is the shipped demo model for demo runs whose period allows a forecast of the
+    demo calendar's season (see :func:`choose_lead`); ``none`` forecasts nothing.
+    """
     choice = spec.yield_model.strip()
     if choice.lower() == "none":
         return None
     if choice.lower() == "auto":
         if spec.source != "demo" or not SHIPPED_YIELD_MODEL.is_file():
+            return None
+        from agrimon.yieldcast.demo import demo_calendar
+
+        # Only a period that can give a forecast loads the model (and torch with it).
+        if choose_lead(demo_calendar(["demo"]), spec.start, spec.end) is None:
             return None
         return SHIPPED_YIELD_MODEL
     return Path(choice)
