@@ -19,6 +19,7 @@ from sklearn.ensemble import RandomForestRegressor
 from agrimon.errors import ModelError
 from agrimon.yieldcast import baselines, blend, metrics
 from agrimon.yieldcast import model as nets
+from agrimon.yieldcast.backtest import BacktestOptions, Forecaster, backtest
 from agrimon.yieldcast.cnn import cnn_forecaster
 from agrimon.yieldcast.data import YieldData
 from agrimon.yieldcast.forecast import (
@@ -169,3 +170,15 @@ def test_a_forecast_refuses_other_features(trained: Trained) -> None:
     series = data.series.assign(indicator=data.series["indicator"].cat.rename_categories(["evi"]))
     with pytest.raises(ModelError, match="reads indicators ndvi"):
         forecast(model, dataclasses.replace(data, series=series), YEARS[-1], "eos")
+
+
+def test_the_cnn_intervals_are_conformalised_quantiles() -> None:
+    data = _world(signal=0.9)
+    options = BacktestOptions(leads=("eos",), inner_folds=2, test_years=tuple(YEARS[-2:]))
+    result = backtest(data, {"cnn": Forecaster(cnn_forecaster(data, FAST))}, options)
+    preds = result.predictions[result.predictions["model"] == "cnn"]
+    assert {"q10", "q90"}.isdisjoint(preds.columns)  # calibrated into lo and hi
+    assert (preds["lo"] < preds["hi"]).all()
+    # Not a constant width: the bounds are the network's own quantiles, shifted.
+    assert preds["hi"].sub(preds["lo"]).std() > 1e-3
+    assert 0.5 <= result.scores["cnn"]["eos"]["coverage80"] <= 1.0

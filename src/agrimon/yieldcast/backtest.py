@@ -6,7 +6,8 @@ whole years) gives each model out-of-fold forecasts of the training years; from 
 from nothing of ``Y``,
 
 * the conformal calibration of each model's 80 % interval (split conformal on absolute
-  residuals, :mod:`agrimon.yieldcast.conformal`), and
+  residuals; for the Torch model, which gives quantiles, conformalised quantile
+  regression on its 10 % and 90 % quantiles; :mod:`agrimon.yieldcast.conformal`), and
 * the forecast named ``agrimon``: per lead, the blend of the models whose weights give the
   lowest inner NRMSE (:mod:`agrimon.yieldcast.blend`). Where the satellite signal carries
   no skill the baselines take the weight, so ``agrimon`` falls back to them instead of
@@ -51,6 +52,9 @@ class Forecaster:
     fit_predict: Model
     uses_season: bool = True
 
+
+#: Extra columns of a quantile model's forecasts: its 10 % and 90 % quantiles.
+QUANTILE_COLUMNS = ("q10", "q90")
 
 #: Miscoverage of the published interval (80 %: p10 to p90).
 ALPHA = 0.2
@@ -170,7 +174,14 @@ def _fit_and_calibrate(
     """A model's forecasts of ``keys`` with conformal 80 % bounds, and its inner skill."""
     oof = out_of_fold(model, train, lead, folds)
     predicted = model(train, keys, lead)
-    lo, hi = _interval(oof, predicted["predicted"])
+    if QUANTILE_COLUMNS[0] in predicted.columns:
+        # A quantile model: conformalised quantile regression on its own 10 % and 90 %.
+        q_lo, q_hi = QUANTILE_COLUMNS
+        cal = conformal.calibrate_quantiles(oof[q_lo], oof[q_hi], oof["observed"], alpha=ALPHA)
+        lo, hi = conformal.apply_quantiles(predicted[q_lo], predicted[q_hi], cal)
+        predicted = predicted.drop(columns=list(QUANTILE_COLUMNS))
+    else:
+        lo, hi = _interval(oof, predicted["predicted"])
     inner = metrics.nrmse(oof["observed"], oof["predicted"], oof["year"])
     return _Fit(predicted.assign(lo=lo, hi=hi), oof, inner)
 

@@ -113,7 +113,12 @@ def forecast_cnn(
 def cnn_forecaster(
     data: YieldData, options: nets.FitOptions | None = None
 ) -> Callable[[pd.DataFrame, pd.DataFrame, Lead], pd.DataFrame]:
-    """``fit_predict(train, test, lead)`` of the Torch model, one fit per training set."""
+    """``fit_predict(train, test, lead)`` of the Torch model, one fit per training set.
+
+    Its forecasts carry the network's 10 % and 90 % quantiles (``q10``, ``q90``) beside the
+    median (``predicted``), which the backtest calibrates by conformalised quantile
+    regression.
+    """
     years = tuple(sorted(int(y) for y in data.yields["year"].unique()))
     inputs = SeasonInputs(data, years)
     options = options or nets.FitOptions()
@@ -131,6 +136,10 @@ def cnn_forecaster(
         cache.move_to_end(key)
         trends, fitted = cache[key]
         quantiles = forecast_cnn(inputs, trends, fitted, test, lead)
-        return test[["unit", "year"]].reset_index(drop=True).assign(predicted=quantiles[:, 1])
+        return (
+            test[["unit", "year"]]
+            .reset_index(drop=True)
+            .assign(predicted=quantiles[:, 1], q10=quantiles[:, 0], q90=quantiles[:, 2])
+        )
 
     return fit_predict
