@@ -17,7 +17,7 @@ point found first: the earlier models (the baselines, listed first) get the weig
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from itertools import product
 
 import numpy as np
@@ -84,8 +84,3 @@ def describe(weights: Mapping[str, float]) -> str:
     """``"trend 0.5 + naive 0.5"``: the models with weight, largest first."""
     used = sorted(((w, n) for n, w in weights.items() if w > 0), key=lambda t: (-t[0], t[1]))
     return " + ".join(f"{n} {w:.1f}" for w, n in used)
-
-
-def order(names: Sequence[str], weights: Mapping[str, float]) -> list[str]:
-    """``names`` with weight, in their given order."""
-    return [n for n in names if weights.get(n, 0.0) > 0]

@@ -33,6 +33,7 @@ from agrimon.checkpoint import load_verified, write_checkpoint
 from agrimon.errors import ModelError
 from agrimon.yieldcast import baselines
 from agrimon.yieldcast import model as nets
+from agrimon.yieldcast.blend import describe
 from agrimon.yieldcast.cnn import SeasonInputs, forecast_cnn
 from agrimon.yieldcast.data import YieldData
 from agrimon.yieldcast.features import LEADS, Lead, season_table
@@ -233,16 +234,10 @@ def forecast(model: YieldModel, data: YieldData, year: int, lead: Lead) -> pd.Da
         forecast=np.asarray(point, dtype=np.float64),
         p10=np.asarray(point, dtype=np.float64) - half,
         p90=np.asarray(point, dtype=np.float64) + half,
-        model=_blend_name(weights),
+        model=describe(weights),
         model_version=model.version,
         history=keys["unit"].map(seen).fillna(0).astype(int).to_numpy(),
     )
-
-
-def _blend_name(weights: Mapping[str, float]) -> str:
-    from agrimon.yieldcast.blend import describe
-
-    return describe(weights)
 
 
 def card_markdown(card: Mapping[str, Any]) -> str:
@@ -261,8 +256,6 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "| lead | blend | 80 % interval ± t/ha |",
         "|---|---|---|",
     ]
-    from agrimon.yieldcast.blend import describe
-
     for lead, weights in card.get("blend", {}).items():
         half = card.get("interval_half_width_t_ha", {}).get(lead, float("nan"))
         lines.append(f"| {lead} | {describe(weights)} | {half:.2f} |")
