@@ -9,7 +9,8 @@ stretched to a run's own minimum and maximum, so two runs' maps compare by eye.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
+from itertools import pairwise
 
 from agrimon.products.cog import Layer
 
@@ -226,7 +227,7 @@ def season_ramp(season_start: tuple[int, int], title: str) -> Ramp:
 
 def _interpolate(stops: list[tuple[float, str]], x: float) -> str:
     """Colour at ``x`` of a piecewise-linear ramp (stops increasing in value)."""
-    for (x0, c0), (x1, c1) in zip(stops, stops[1:], strict=False):
+    for (x0, c0), (x1, c1) in pairwise(stops):
         if x0 <= x <= x1:
             t = 0.0 if x1 == x0 else (x - x0) / (x1 - x0)
             a, b = _rgb(c0), _rgb(c1)
@@ -320,7 +321,7 @@ VECTOR_SYMBOLOGY: dict[str, VectorSymbology] = {
         YIELD_BREAKS,
         ("#ffffcc", "#d9f0a3", "#addd8e", "#78c679", "#31a354", "#006837"),
         "Yield forecast (t/ha)",
-        label="format_number(\"forecast\", 1)",
+        label='format_number("forecast", 1)',
     ),
 }
 
