@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from datetime import date
@@ -15,7 +16,7 @@ import xarray as xr
 from affine import Affine
 from odc.geo.geobox import GeoBox
 from rasterio.enums import Resampling
-from shapely.geometry import box
+from shapely.geometry import box, mapping
 from shapely.geometry.base import BaseGeometry
 
 from agrimon import monitor as stages
@@ -43,6 +44,11 @@ def real_path(*parts: str) -> Path:
     return path
 
 
+def run_gpkg(run: Path) -> Path:
+    """The GeoPackage of every vector layer of the run in folder ``run``."""
+    return run / f"{run.parent.name}_{run.name}.gpkg"
+
+
 def demo_spec(out: Path) -> RunSpec:
     """Run spec of the small demo run writing under ``out``."""
     return make_spec(out=out, start=DEMO_START, end=DEMO_END, tile_px=512, chunk_px=256)
@@ -54,6 +60,36 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunPlan, Path]:
     spec = demo_spec(tmp_path_factory.mktemp("demo-run"))
     plan = stages.make_plan(spec)
     return plan, stages.run_monitor(spec)
+
+
+#: The season runs' AOI: a farm block of the demo world (fields to forecast, bush to map),
+#: with a zone inside the whole (zones may overlap), and their two seasons.
+SEASON_AREA = box(18.158, -19.598, 18.187, -19.577)
+SEASON_NORTH = box(18.158, -19.587, 18.187, -19.577)
+SEASONS = ((date(2022, 7, 1), date(2023, 6, 30)), (date(2023, 7, 1), date(2024, 6, 30)))
+
+
+@pytest.fixture(scope="session")
+def season_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two whole-season demo runs of one AOI: every product type, and change between them.
+
+    The earlier season runs first, so the later run finds it and maps change against it.
+    Returns the earlier and the later run's folder.
+    """
+    tmp = tmp_path_factory.mktemp("season-runs")
+    aoi = tmp / "farm block.geojson"
+    features = [
+        {"type": "Feature", "properties": {"name": name}, "geometry": mapping(geometry)}
+        for name, geometry in (("farm block", SEASON_AREA), ("north & camp", SEASON_NORTH))
+    ]
+    aoi.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    folders = [
+        stages.run_monitor(
+            make_spec(aoi=aoi, out=tmp / "out", start=start, end=end, tile_px=256, chunk_px=256)
+        )
+        for start, end in SEASONS
+    ]
+    return folders[0], folders[1]
 
 
 SLOVENIA = REAL_DATA / "slovenia-s2"

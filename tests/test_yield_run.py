@@ -22,6 +22,8 @@ from agrimon.sources.demo import field_truth
 from agrimon.yieldcast.demo import demo_fields
 from agrimon.yieldcast.forecast import load_model
 
+from .conftest import run_gpkg
+
 pytestmark = pytest.mark.slow
 
 AREA = box(18.158, -19.598, 18.187, -19.577)
@@ -48,7 +50,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_field_gets_an_end_of_season_forecast(run: Path) -> None:
     fields = demo_fields(AREA)
-    frame = gpd.read_file(run / "yield_forecast.gpkg")
+    frame = gpd.read_file(run_gpkg(run), layer="yield_forecast")
     assert sorted(frame["unit"]) == sorted(fields["field_id"])
     assert set(frame["lead"]) == {"eos"} and set(frame["year"]) == {2024}
     model = load_model(SHIPPED_YIELD_MODEL)
@@ -68,7 +70,7 @@ def test_every_field_gets_an_end_of_season_forecast(run: Path) -> None:
     assert len(rows) == len(frame) and rows[0]["issued"] == "2024-05-30"
     (item,) = run.glob("*-zones/*-zones.json")  # the STAC item of the run's tables
     assets = json.loads(item.read_text())["assets"]
-    assert assets["yield_forecast_gpkg"]["href"].endswith("yield_forecast.gpkg")
+    assert assets["yield_forecast_geojson"]["href"].endswith("yield_forecast.geojson")
 
 
 def test_the_forecasts_follow_the_true_yields(run: Path) -> None:
@@ -78,7 +80,7 @@ def test_the_forecasts_follow_the_true_yields(run: Path) -> None:
     season (the trend members extrapolate the training years' decline), which the README
     reports rather than hides.
     """
-    frame = gpd.read_file(run / "yield_forecast.gpkg").set_index("unit")
+    frame = gpd.read_file(run_gpkg(run), layer="yield_forecast").set_index("unit")
     _, truth = field_truth(AREA, [2024])
     true = truth.set_index("field_id")["yield_t_ha"].loc[frame.index]
     assert np.corrcoef(frame["forecast"], true)[0, 1] > 0.7

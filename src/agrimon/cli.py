@@ -170,6 +170,22 @@ _RUN_OPTIONS: list[tuple[str, Any, Any]] = [
         "AOI's zones (the demo world's fields for demo runs).",
         "FILE",
     ),
+    _option(
+        "compare",
+        Path | None,
+        None,
+        "Earlier run folder to map change against (default: the newest earlier run of the "
+        "AOI).",
+        "DIR",
+    ),
+    _option(
+        "change",
+        bool,
+        True,
+        "Change products against an earlier run of the AOI.",
+        None,
+        "--change/--no-change",
+    ),
     _option("level", Level, "l2a", "Processing level: l2a (with SCL) or l1c.", "[l2a|l1c]"),
     _option("max_cloud", float, 80.0, "Largest scene cloud cover.", "PERCENT"),
     _option(
@@ -248,6 +264,8 @@ def _spec(values: dict[str, Any]) -> RunSpec:
         reference=values.get("reference"),
         yield_model=values.get("yield_model", "auto"),
         fields=values.get("fields"),
+        compare=values.get("compare"),
+        change=values.get("change", True),
         dask_address=values["dask_address"],
         source_settings=settings,
     )

@@ -16,7 +16,16 @@ from agrimon.cli import _guard, app, err_console, with_run_options
 from agrimon.config import RunSpec
 
 #: Run options that mean nothing to training and prediction of the encroachment model.
-_NOT_TRAINING = ("out", "invasive_model", "mmu_ha", "reference", "yield_model", "fields")
+_NOT_TRAINING = (
+    "out",
+    "invasive_model",
+    "mmu_ha",
+    "reference",
+    "yield_model",
+    "fields",
+    "compare",
+    "change",
+)
 
 train_app = typer.Typer(help="Train models.", no_args_is_help=True)
 predict_app = typer.Typer(help="Map with trained models.", no_args_is_help=True)

@@ -62,6 +62,9 @@ class RunSpec(BaseModel):
             (the shipped demo model for demo runs, forecasting the demo world's fields).
         fields: Vector file of the fields or regions to forecast (a ``name`` each);
             default: the demo fields (demo runs with ``auto``), else the AOI's zones.
+        compare: An earlier run's folder to write change products against; default the
+            newest complete run of the same AOI whose period ends before this one's.
+        change: Write change products against an earlier run (``--no-change``: never).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -84,6 +87,8 @@ class RunSpec(BaseModel):
     reference: Path | None = None
     yield_model: str = "auto"
     fields: Path | None = None
+    compare: Path | None = None
+    change: bool = True
 
     @field_validator("indices", mode="before")
     @classmethod

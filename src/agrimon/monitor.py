@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import xarray as xr
 from dask.base import compute
 from odc.geo.geobox import GeoBox
@@ -32,9 +33,12 @@ from agrimon.indices import composites, masks, phenology, spectral, zonal
 from agrimon.invasive.features import SEASON_V1, feature_stack, monitor_model, season_window
 from agrimon.plan import TILES_IN_FLIGHT, RunPlan, TilePlan, monitor_bands, plan_run
 from agrimon.products.catalog import ZoneProducts, write_catalog
+from agrimon.products.change import incompatibility, write_change
 from agrimon.products.cog import BLOCK_PX, CogWriter, Layer, window_of
-from agrimon.products.folder import check_output_folder, staged_folder, writing
+from agrimon.products.folder import check_output_folder, staged_folder
+from agrimon.products.layers import run_stem, write_base_layers
 from agrimon.products.manifest import write_manifest
+from agrimon.products.runs import Run, check_compare, find_earlier, update_latest
 from agrimon.progress import TILES
 from agrimon.sources import get_source
 from agrimon.yieldcast.products import (
@@ -158,6 +162,8 @@ def check_inputs(spec: RunSpec) -> Aoi:
     if spec.reference is not None:
         check_reference(spec.reference, loaded.classes if loaded else None, aoi)
     check_yield(spec, aoi.geometry, aoi.zones)
+    if spec.compare is not None and spec.change:
+        check_compare(spec.compare)
     return aoi
 
 
@@ -211,6 +217,10 @@ def preflight(spec: RunSpec, aoi: Aoi | None = None) -> RunPlan:
             f"--reference {spec.reference}: AOI {aoi.name} spans {len(utm_zones)} UTM zones, "
             "so its map is one raster per zone; assess each with 'agrimon assess' instead"
         )
+    if spec.compare is not None and spec.change:
+        reason = incompatibility(check_compare(spec.compare), sorted(utm_zones))
+        if reason is not None:
+            raise ConfigError(f"--compare {spec.compare}: {reason}")
     check_output_folder(spec.out / aoi.name / spec.period, needs_bytes=product_bytes(plan))
     check_scheduler(spec.dask_address)
     return plan
@@ -417,7 +427,8 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
                 )
             )
         _report_tiles(done, (), len(results))
-        tables = write_zone_tables(folder, plan, partials)
+        gpkg = folder / f"{run_stem(plan.aoi.name, spec.period)}.gpkg"
+        zone_table, tables = write_zone_tables(folder, partials)
         if mapper is not None:
             from agrimon.area.products import area_products
 
@@ -431,11 +442,33 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
                     zones=plan.aoi.zones,
                     mmu_ha=spec.mmu_ha,
                     reference=spec.reference,
+                    gpkg=gpkg,
                 )
             )
+        vector_layers = write_base_layers(
+            gpkg,
+            aoi_name=plan.aoi.name,
+            aoi=plan.aoi.geometry,
+            zones=plan.aoi.zones,
+            epsg=zones[0],
+            zonal_table=zone_table,
+            map_areas=tables.get("invasive_map_areas"),
+        )
         if units is not None:
             table = zonal.zonal_table(zonal.combine_partials(unit_partials))
-            tables.update(yield_products(folder, spec, units, table))
+            tables.update(yield_products(folder, spec, units, table, gpkg=gpkg))
+        earlier = earlier_run(spec, final, zones)
+        change = None
+        if earlier is not None:
+            change = write_change(
+                folder,
+                earlier,
+                suffixes=list(zone_files),
+                indices=spec.indices,
+                zones=plan.aoi.zones,
+                gpkg=gpkg,
+                mmu_ha=spec.mmu_ha,
+            )
         accuracy = mapper.accuracy() if mapper is not None else None
         if accuracy is not None:
             path = folder / INVASIVE_ACCURACY
@@ -454,7 +487,24 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
             aoi=plan.aoi.geometry,
         )
         write_manifest(folder, run_record(plan))
+    update_latest(final.parent)
     return final
+
+
+def earlier_run(spec: RunSpec, final: Path, epsgs: Sequence[int]) -> Run | None:
+    """The run to map change against: ``--compare``, else the AOI's newest earlier run."""
+    if not spec.change:
+        return None
+    if spec.compare is not None:
+        return check_compare(spec.compare)
+    earlier = find_earlier(final.parent, start=spec.start, end=spec.end)
+    if earlier is None:
+        return None
+    reason = incompatibility(earlier, epsgs)
+    if reason is not None:
+        _log.warning("no change products: %s", reason)
+        return None
+    return earlier
 
 
 def _report_tiles(done: int, batch: Sequence[TileComposite], total: int) -> None:
@@ -468,17 +518,16 @@ def _report_tiles(done: int, batch: Sequence[TileComposite], total: int) -> None
 
 
 def write_zone_tables(
-    folder: Path, plan: RunPlan, partials: Sequence[zonal.ZonalPartial]
-) -> dict[str, Path]:
-    """Per-zone time series of every index: Parquet and CSV tables, and a GeoPackage for QGIS."""
+    folder: Path, partials: Sequence[zonal.ZonalPartial]
+) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """Per-zone time series of every index as Parquet and CSV tables.
+
+    Returns:
+        The table (it also goes into the run's GeoPackage) and its files by format.
+    """
     table = zonal.zonal_table(zonal.combine_partials(partials))
     paths = zonal.write_zonal_table(table, folder)
-    gpkg = folder / f"{zonal.DEFAULT_STEM}.gpkg"
-    frame = zonal.zonal_geodataframe(table, plan.aoi.zones)
-    frame["time"] = frame["time"].dt.strftime("%Y-%m-%dT%H:%M:%S")
-    with writing(gpkg):
-        frame.to_file(gpkg, layer=zonal.DEFAULT_STEM, driver="GPKG")
-    return {p.suffix.lstrip("."): p for p in (*paths, gpkg)}
+    return table, {p.suffix.lstrip("."): p for p in paths}
 
 
 def run_record(plan: RunPlan) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +24,7 @@ from affine import Affine
 from numpy.typing import NDArray
 from rasterio.features import rasterize
 from rasterio.windows import Window as RioWindow
+from shapely.geometry.base import BaseGeometry
 
 from agrimon.area.sampling import Window, block_windows, count_strata
 from agrimon.errors import ConfigError
@@ -150,24 +151,36 @@ def class_counts(cmap: ClassMap) -> NDArray[np.int64]:
 
 
 def zone_class_counts(cmap: ClassMap, zones: gpd.GeoDataFrame) -> NDArray[np.int64]:
-    """Pixels of each class inside each zone (pixel centres), ``(zones, classes)``."""
-    shapes = zones.to_crs(cmap.crs).geometry
+    """Pixels of each class inside each zone (pixel centres), ``(zones, classes)``.
+
+    Zones may overlap (a district and the farms inside it): a pixel counts in every zone
+    that holds it.
+    """
+    shapes = list(zones.to_crs(cmap.crs).geometry)
     k = len(cmap.classes)
     counts = np.zeros((len(zones), k), dtype=np.int64)
     with class_reader(cmap.path) as read:
         for window in cmap.windows():
             values = _checked(read, cmap)(window)
             transform = cmap.transform * Affine.translation(window.col_off, window.row_off)
-            zone_of = rasterize(
-                ((g, i + 1) for i, g in enumerate(shapes) if g is not None and not g.is_empty),
-                out_shape=values.shape,
-                transform=transform,
-                fill=0,
-                dtype="int32",
-            )
-            inside = (zone_of > 0) & (values > 0)
-            np.add.at(counts, (zone_of[inside] - 1, values[inside] - 1), 1)
+            for z, inside in zone_masks(shapes, values.shape, transform):
+                these = values[inside & (values > 0)]
+                counts[z] += np.bincount(these - 1, minlength=k)[:k]
     return counts
+
+
+def zone_masks(
+    shapes: Sequence[BaseGeometry | None], shape: tuple[int, int], transform: Affine
+) -> Iterator[tuple[int, NDArray[np.bool_]]]:
+    """``(zone index, pixels whose centre it holds)`` for each zone touching the window."""
+    for z, geometry in enumerate(shapes):
+        if geometry is None or geometry.is_empty:
+            continue
+        inside = rasterize(
+            [(geometry, 1)], out_shape=shape, transform=transform, fill=0, dtype="uint8"
+        ).astype(bool)
+        if inside.any():
+            yield z, inside
 
 
 def _checked(read: Reader, cmap: ClassMap) -> Reader:

@@ -30,8 +30,6 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-import os
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -54,7 +52,8 @@ from scipy.sparse.csgraph import connected_components
 
 from agrimon.area.classmap import raster_classes as stored_classes
 from agrimon.errors import ConfigError
-from agrimon.products.folder import GDAL_CACHE_MB, writing
+from agrimon.products.folder import GDAL_CACHE_MB
+from agrimon.products.vectors import write_geojson, write_geopackage
 
 log = logging.getLogger(__name__)
 
@@ -986,63 +985,6 @@ def vectorise(
 
 
 # --- writers -------------------------------------------------------------------------------
-
-
-@contextmanager
-def replacing(path: Path) -> Iterator[Path]:
-    """Yield a hidden temporary path beside ``path``; rename it onto ``path`` on success.
-
-    On any failure the temporary file (and any SQLite sidecar) is removed and ``path`` is
-    left as it was; GDAL and OS errors become a one-line ProductError.
-    """
-    # The same extension: GDAL drivers look at it.
-    temporary = path.with_name(
-        f".{path.stem}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}"
-    )
-    try:
-        with writing(path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            yield temporary
-            os.replace(temporary, path)
-    finally:
-        for leftover in (
-            temporary,
-            *(Path(f"{temporary}{s}") for s in ("-journal", "-wal", "-shm")),
-        ):
-            leftover.unlink(missing_ok=True)
-
-
-def _write(frame: gpd.GeoDataFrame, path: Path, **options: Any) -> None:
-    import pyogrio
-
-    extra: dict[str, Any] = {"geometry_type": "Polygon"} if frame.empty else {}
-    pyogrio.write_dataframe(frame, path, **extra, **options)
-
-
-def write_geojson(frame: gpd.GeoDataFrame, path: Path) -> Path:
-    """Write polygons as RFC 7946 GeoJSON, atomically.
-
-    Lon/lat (EPSG:4326) without a ``crs`` member, exterior rings counter-clockwise and holes
-    clockwise, 7 decimals (about 1 cm).
-    """
-    lonlat = frame.to_crs(4326)
-    oriented = shapely.orient_polygons(lonlat.geometry.to_numpy(), exterior_cw=False)
-    lonlat = lonlat.set_geometry(gpd.GeoSeries(oriented, index=lonlat.index, crs=4326))
-    with replacing(path) as temporary:
-        _write(
-            lonlat, temporary, driver="GeoJSON", layer=path.stem, layer_options={"RFC7946": "YES"}
-        )
-    return path
-
-
-def write_geopackage(frame: gpd.GeoDataFrame, path: Path, *, layer: str = DEFAULT_LAYER) -> Path:
-    """Write polygons as one GeoPackage layer in their own (projected) CRS, atomically.
-
-    The file is replaced whole: it holds this one layer.
-    """
-    with replacing(path) as temporary:
-        _write(frame, temporary, driver="GPKG", layer=layer)
-    return path
 
 
 def write_polygons(

@@ -2,8 +2,9 @@
 
 Called once the class, probability and uncertainty COGs of every UTM zone are written:
 
-* ``invasive_polygons<zone>.geojson`` (RFC 7946) and ``.gpkg`` (in the map's CRS): one
-  polygon per patch, sieved to the minimum mapping unit, merged across tile seams;
+* ``invasive_polygons<zone>.geojson`` (RFC 7946) and the layer ``invasive_polygons<zone>``
+  of the run's GeoPackage (in the map's CRS): one polygon per patch, sieved to the minimum
+  mapping unit, merged across tile seams;
 * ``invasive_map_areas.csv``: per AOI zone and class, the map's pixel-count area — biased by
   the map's errors, and labelled so;
 * with a reference sample (``--reference``), ``assessment.json`` / ``assessment.csv``: the
@@ -24,6 +25,7 @@ from agrimon.area.fieldcheck import assess, write_assessment
 from agrimon.area.polygons import vectorise, write_polygons
 from agrimon.errors import ConfigError
 from agrimon.products.folder import writing
+from agrimon.products.vectors import add_layer
 
 MAP_AREAS_CSV = "invasive_map_areas.csv"
 POLYGONS_STEM = "invasive_polygons"
@@ -36,6 +38,7 @@ def area_products(
     zones: gpd.GeoDataFrame,
     mmu_ha: float,
     reference: Path | None,
+    gpkg: Path,
 ) -> dict[str, Path]:
     """Write the area products of the maps into the run's (staged) folder.
 
@@ -46,6 +49,7 @@ def area_products(
         zones: The AOI's zones (``name`` column).
         mmu_ha: Minimum mapping unit of the polygons.
         reference: A filled-in field-check sample, or None.
+        gpkg: The run's GeoPackage, which gets the polygons as layers.
 
     Returns:
         The files by table key (``<kind>@<suffix>`` for per-UTM-zone files).
@@ -68,10 +72,9 @@ def area_products(
             mmu_ha=mmu_ha,
         )
         geojson = folder / f"{POLYGONS_STEM}{suffix}.geojson"
-        gpkg = folder / f"{POLYGONS_STEM}{suffix}.gpkg"
-        write_polygons(frame, geojson, gpkg)
+        write_polygons(frame, geojson)
+        add_layer(frame, gpkg, layer=f"{POLYGONS_STEM}{suffix}")
         out[f"invasive_polygons_geojson@{suffix}"] = geojson
-        out[f"invasive_polygons_gpkg@{suffix}"] = gpkg
         cmap = cm.open_class_map(class_path)
         classes = cmap.classes
         # Zone areas add up over the UTM zones: each pixel lies in one raster only.

@@ -8,7 +8,7 @@ For the units (fields or districts) that have a forecast, :func:`write_forecasts
   units also ``area_ha`` (computed in a metric CRS) and ``production_t``, the expected
   production (forecast × area);
 * ``<stem>.geojson``: the same rows as features, RFC 7946 (EPSG:4326, 7 decimals), written
-  by the polygons' own GeoJSON writer (:func:`agrimon.area.polygons.write_geojson`);
+  by the polygons' own GeoJSON writer (:func:`agrimon.products.vectors.write_geojson`);
 * ``<stem>.gpkg``: the same rows in layer :data:`LAYER`, in the metric CRS of the areas.
 
 Each file is written under a temporary name and renamed into place once complete; the run's
@@ -26,8 +26,8 @@ import pandas as pd
 import shapely
 from pyproj import CRS
 
-from agrimon.area.polygons import replacing, write_geojson, write_geopackage
 from agrimon.grid import utm_epsg
+from agrimon.products.vectors import add_layer, replacing, write_geojson, write_geopackage
 from agrimon.yieldcast.data import listing
 from agrimon.yieldcast.features import LEADS
 
@@ -56,6 +56,7 @@ def write_forecasts(
     *,
     unit_column: str = "unit",
     stem: str = "yield_forecast",
+    gpkg: Path | None = None,
 ) -> list[Path]:
     """Write the yield forecasts of the units as CSV, GeoJSON and GeoPackage.
 
@@ -72,9 +73,12 @@ def write_forecasts(
             columns are ignored.
         unit_column: Column of ``units`` holding the unit ids.
         stem: Name of the files, without extension.
+        gpkg: A GeoPackage to add the layer :data:`LAYER` to (a run's GeoPackage of every
+            vector layer) instead of writing ``<stem>.gpkg``.
 
     Returns:
-        The files written: ``<stem>.csv``, ``<stem>.geojson``, ``<stem>.gpkg``.
+        The files written: ``<stem>.csv``, ``<stem>.geojson``, and ``<stem>.gpkg`` or
+        ``gpkg``.
 
     Raises:
         ValueError: A column is missing, a value is invalid (unknown lead, missing or
@@ -103,7 +107,10 @@ def write_forecasts(
     csv_path = folder / f"{stem}.csv"
     _write_csv(table, csv_path)
     geojson_path = write_geojson(frame, folder / f"{stem}.geojson")
-    gpkg_path = write_geopackage(frame, folder / f"{stem}.gpkg", layer=LAYER)
+    if gpkg is None:
+        gpkg_path = write_geopackage(frame, folder / f"{stem}.gpkg", layer=LAYER)
+    else:
+        gpkg_path = add_layer(frame, gpkg, layer=LAYER)
     return [csv_path, geojson_path, gpkg_path]
 
 

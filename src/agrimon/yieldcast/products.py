@@ -128,7 +128,12 @@ def choose_lead(calendar: pd.DataFrame, start: date, end: date) -> tuple[int, Le
 
 
 def yield_products(
-    folder: Path, spec: RunSpec, units: gpd.GeoDataFrame, table: pd.DataFrame
+    folder: Path,
+    spec: RunSpec,
+    units: gpd.GeoDataFrame,
+    table: pd.DataFrame,
+    *,
+    gpkg: Path | None = None,
 ) -> dict[str, Path]:
     """Forecast every unit from the run's zonal table of the units; write the products.
 
@@ -137,10 +142,12 @@ def yield_products(
         spec: The run parameters.
         units: From :func:`forecast_units`.
         table: The zonal table of the units (``agrimon.indices.zonal.zonal_table``).
+        gpkg: The run's GeoPackage, which gets the forecasts as a layer (else a file of
+            their own).
 
     Returns:
-        ``{"yield_forecast_csv": …, "yield_forecast_geojson": …, "yield_forecast_gpkg": …}``,
-        or ``{}`` when the period is too short for a forecast.
+        ``{"yield_forecast_csv": …, "yield_forecast_geojson": …}`` and, without ``gpkg``,
+        ``"yield_forecast_gpkg"``; or ``{}`` when the period is too short for a forecast.
     """
     from agrimon.products.forecasts import write_forecasts
     from agrimon.yieldcast.forecast import forecast, load_model
@@ -171,8 +178,10 @@ def yield_products(
     out = forecast(model, data, year, lead)
     lead_day = pd.Timestamp(lead_date(season_bounds(calendar, [year]), lead).max()).date()
     out["issued"] = min(spec.end, lead_day)
-    paths = write_forecasts(folder, out, units.rename(columns={"name": "unit"}), stem=STEM)
-    return {f"{STEM}_{p.suffix.lstrip('.')}": p for p in paths}
+    paths = write_forecasts(
+        folder, out, units.rename(columns={"name": "unit"}), stem=STEM, gpkg=gpkg
+    )
+    return {f"{STEM}_{p.suffix.lstrip('.')}": p for p in paths if p != gpkg}
 
 
 def model_calendar(card: dict[str, object], units: list[str]) -> pd.DataFrame:
