@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from agrimon import monitor as stages
 from agrimon.config import RunSpec
 from agrimon.plan import RunPlan, TilePlan
+from agrimon.products.manifest import RunClock
 
 
 @task(name="plan tiles", cache_policy=NO_CACHE)
@@ -37,9 +38,9 @@ def composite(spec: RunSpec, tile_plan: TilePlan, stack: xr.Dataset) -> stages.T
 
 
 @task(name="write products", cache_policy=NO_CACHE)
-def write_products(plan: RunPlan, results: list[stages.TileComposite]) -> Path:
+def write_products(plan: RunPlan, results: list[stages.TileComposite], clock: RunClock) -> Path:
     """Compute and write the COGs, the STAC catalog and the manifest, atomically."""
-    return stages.write_products(plan, results)
+    return stages.write_products(plan, results, clock=clock)
 
 
 @flow(name="monitor", log_prints=True)
@@ -52,10 +53,12 @@ def monitor(spec: RunSpec) -> Path:
     Returns:
         The product folder.
     """
-    plan = plan_tiles(spec)
+    clock = RunClock()
+    with clock.stage("plan"):
+        plan = plan_tiles(spec)
     results = []
     for tile_plan in plan.tiles:
         # mypy matches Dataset (dynamic attributes) to Prefect's coroutine overload: say it.
         stack = cast(xr.Dataset, load_stack(spec, tile_plan))
         results.append(composite(spec, tile_plan, stack))
-    return write_products(plan, results)
+    return write_products(plan, results, clock)

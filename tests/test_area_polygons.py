@@ -27,6 +27,7 @@ from rasterio.features import rasterize
 from scipy import ndimage
 
 from agrimon.area import polygons as poly
+from agrimon.products import vectors
 from agrimon.area.polygons import (
     ArrayMaps,
     mmu_pixels,
@@ -501,7 +502,7 @@ def test_a_failed_write_leaves_the_old_file_and_nothing_else(
         target.write_bytes(b"half a file")
         raise OSError(errno.ENOSPC, "No space left on device", str(target))
 
-    monkeypatch.setattr(poly, "_write", full_disk)
+    monkeypatch.setattr(vectors, "_write", full_disk)
     with pytest.raises(ProductError) as err:
         write_polygons(seam_frame.head(2), geojson, gpkg)
     one_line(err, name, "disk is full")

@@ -28,7 +28,7 @@ from agrimon.products.manifest import sha256_file
 from agrimon.sources import synth
 from agrimon.sources.demo import cover_truth, render_stack
 
-from .conftest import DEMO_END, DEMO_START, demo_spec
+from .conftest import DEMO_END, DEMO_START, demo_spec, run_gpkg
 
 
 def hand_composites(plan: RunPlan, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -101,6 +101,7 @@ def test_catalog_lists_every_product(demo_run: tuple[RunPlan, Path]) -> None:
     items = {i.id: i for i in cat.get_items()}
     assert sorted(items) == [
         f"grootfontein-{plan.spec.period}-32734",
+        f"grootfontein-{plan.spec.period}-run",  # styles, pictures, report, project
         f"grootfontein-{plan.spec.period}-zones",
     ]
     item = items[f"grootfontein-{plan.spec.period}-32734"]
@@ -117,7 +118,7 @@ def test_catalog_lists_every_product(demo_run: tuple[RunPlan, Path]) -> None:
     assert {Path(a.get_absolute_href() or "").name for a in tables.assets.values()} == {
         "zonal_stats.parquet",
         "zonal_stats.csv",
-        "zonal_stats.gpkg",
+        run_gpkg(folder).name,
     }
     # Links are relative: the folder stays valid when moved.
     raw = json.loads((folder / "catalog.json").read_text())
@@ -153,8 +154,10 @@ def test_a_crashed_run_leaves_no_product_and_keeps_the_previous_one(
     monkeypatch.setattr(stages, "write_catalog", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         stages.run_monitor(spec)
-    # The earlier complete run is untouched and no partial folder is left beside it.
-    assert sorted(p.name for p in first.parent.iterdir()) == [first.name]
+    # The earlier complete run is untouched and no partial folder is left beside it (only
+    # the pointer to the AOI's latest complete run, which still points to it).
+    assert sorted(p.name for p in first.parent.iterdir()) == sorted([first.name, "latest"])
+    assert (first.parent / "latest").resolve() == first.resolve()
     assert sha256_file(first / "ndvi_median.tif") == before
     assert (first / "manifest.json").exists() and (first / "catalog.json").exists()
 
@@ -249,9 +252,13 @@ def test_zonal_tables_equal_a_hand_computation(demo_run: tuple[RunPlan, Path]) -
                 # Zones of more than MAX_EXACT_PIXELS get a bounded-memory histogram median.
                 tol = zonal.MEDIAN_BIN_WIDTH if inside.sum() > zonal.MAX_EXACT_PIXELS else 1e-6
                 assert row["median"] == pytest.approx(float(np.median(clear)), abs=tol)
-    # The GeoPackage opens with one polygon row per zone, date and index.
-    gpkg = gpd.read_file(folder / "zonal_stats.gpkg")
-    assert len(gpkg) == len(table) and gpkg.crs.to_epsg() == 4326
+    # The run's GeoPackage holds the same rows as a table, and the zones' polygons.
+    gpkg = run_gpkg(folder)
+    rows_gpkg = gpd.read_file(gpkg, layer="zonal_stats")
+    assert len(rows_gpkg) == len(table)
+    assert rows_gpkg["mean"].to_numpy() == pytest.approx(table["mean"].to_numpy(), nan_ok=True)
+    zones = gpd.read_file(gpkg, layer="zones")
+    assert list(zones["name"]) == list(plan.aoi.zones["name"]) and zones.crs.to_epsg() == 32734
 
 
 @pytest.mark.slow

@@ -32,12 +32,12 @@ from agrimon.grid import Tile, geobox_for, zone_pieces
 from agrimon.indices import composites, masks, phenology, spectral, zonal
 from agrimon.invasive.features import SEASON_V1, feature_stack, monitor_model, season_window
 from agrimon.plan import TILES_IN_FLIGHT, RunPlan, TilePlan, monitor_bands, plan_run
-from agrimon.products.catalog import ZoneProducts, write_catalog
+from agrimon.products.catalog import ZoneProducts, mean_cloud_cover, write_catalog
 from agrimon.products.change import incompatibility, write_change
 from agrimon.products.cog import BLOCK_PX, CogWriter, Layer, window_of
 from agrimon.products.folder import check_output_folder, staged_folder
 from agrimon.products.layers import run_stem, write_base_layers
-from agrimon.products.manifest import write_manifest
+from agrimon.products.manifest import RunClock, model_entry, write_manifest
 from agrimon.products.runs import Run, check_compare, find_earlier, update_latest
 from agrimon.progress import TILES
 from agrimon.sources import get_source
@@ -356,17 +356,22 @@ def _write_tiles(
     return partials, unit_partials
 
 
-def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
+def write_products(
+    plan: RunPlan, results: Sequence[TileComposite], *, clock: RunClock | None = None
+) -> Path:
     """Write COGs, ``catalog.json`` and ``manifest.json`` into the run's folder, atomically.
 
     Args:
         plan: The run plan.
         results: Lazy composites of every tile.
+        clock: When the run started and its stages' times so far (the manifest records
+            them); a new clock by default.
 
     Returns:
         The product folder ``<out>/<aoi>/<start>_<end>``.
     """
     spec = plan.spec
+    clock = clock if clock is not None else RunClock()
     final = spec.out / plan.aoi.name / spec.period
     grids = zone_grids([r.tile for r in results])
     zones = sorted(grids)
@@ -406,7 +411,7 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
             }
             files = {name: folder / f"{name}{suffix}.tif" for name in layers}
             zone_files[suffix] = files
-            with ExitStack() as stack:
+            with clock.stage("tiles"), ExitStack() as stack:
                 writers = {
                     name: stack.enter_context(CogWriter(files[name], grid, layer, tags=tags))
                     for name, layer in layers.items()
@@ -421,9 +426,17 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
                     unit_partials += tile_units
                     done += len(batch)
             footprint = zone_pieces(plan.aoi.geometry)[epsg]
+            cloud = mean_cloud_cover(
+                s.cloud_cover for t in plan.tiles if t.tile.epsg == epsg for s in t.scenes
+            )
             zone_products.append(
                 ZoneProducts(
-                    epsg, footprint, (grid.shape.y, grid.shape.x), list(grid.affine)[:6], files
+                    epsg,
+                    footprint,
+                    (grid.shape.y, grid.shape.x),
+                    list(grid.affine)[:6],
+                    files,
+                    cloud_cover=cloud,
                 )
             )
         _report_tiles(done, (), len(results))
@@ -474,6 +487,7 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
             path = folder / INVASIVE_ACCURACY
             path.write_text(json.dumps(accuracy, indent=2) + "\n")
             tables["invasive_accuracy"] = path
+        tables["run_gpkg"] = gpkg
         run_id = f"{plan.aoi.name}-{spec.period}"
         write_catalog(
             folder,
@@ -486,7 +500,7 @@ def write_products(plan: RunPlan, results: Sequence[TileComposite]) -> Path:
             tables=tables,
             aoi=plan.aoi.geometry,
         )
-        write_manifest(folder, run_record(plan))
+        write_manifest(folder, run_record(plan), started=clock.started, timings=clock.timings)
     update_latest(final.parent)
     return final
 
@@ -558,22 +572,35 @@ def run_record(plan: RunPlan) -> dict[str, Any]:
 
 
 def _model_record(spec: RunSpec) -> list[dict[str, Any]]:
-    """The checkpoints a run mapped with, by path, checksum and feature set."""
+    """The checkpoints a run mapped and forecast with, by path, checksum and what they take."""
+    models = []
     path = monitor_model(spec)
-    if path is None:
-        return []
-    from agrimon.invasive.card import CARD_JSON
+    if path is not None:
+        from agrimon.invasive.card import CARD_JSON
 
-    card = json.loads(((path if path.is_dir() else path.parent) / CARD_JSON).read_text())
-    return [
-        {
-            "task": "invasive",
-            "path": str(path),
-            "sha256": card["sha256"],
-            "feature_set": f"{card['feature_set']['name']}/v{card['feature_set']['version']}",
-            "architecture": card["model"]["name"],
-        }
-    ]
+        card = json.loads(((path if path.is_dir() else path.parent) / CARD_JSON).read_text())
+        models.append(
+            model_entry(
+                "invasive",
+                path,
+                card["sha256"],
+                feature_set=f"{card['feature_set']['name']}/v{card['feature_set']['version']}",
+                architecture=card["model"]["name"],
+            )
+        )
+    yield_path = yield_model_path(spec)
+    if yield_path is not None:
+        card = json.loads(yield_path.with_name("card.json").read_text())
+        models.append(
+            model_entry(
+                "yield",
+                yield_path,
+                card.get("sha256"),
+                crop=card.get("crop"),
+                country=card.get("country"),
+            )
+        )
+    return models
 
 
 def zone_grids(tiles: Sequence[Tile]) -> dict[int, GeoBox]:
@@ -627,6 +654,8 @@ def _union_bounds(
 
 def run_monitor(spec: RunSpec) -> Path:
     """The whole monitor run without Prefect (library use, tests); returns the product folder."""
-    plan = make_plan(spec)
+    clock = RunClock()
+    with clock.stage("plan"):
+        plan = make_plan(spec)
     results = [composite_tile(spec, tp.tile, load_stack(spec, tp)) for tp in plan.tiles]
-    return write_products(plan, results)
+    return write_products(plan, results, clock=clock)

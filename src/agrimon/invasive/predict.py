@@ -71,7 +71,7 @@ INVASIVE_CLASS = Layer(
     dtype="uint8",
     nodata=CLASS_NODATA,
     units="1",
-    resampling="nearest",
+    resampling="mode",
 )
 INVASIVE_PROBABILITY = Layer(
     name="invasive_probability",

@@ -1,4 +1,4 @@
-"""Provenance manifest of a run: inputs, scenes, parameters, code version, checksums."""
+"""Provenance manifest of a run: inputs, scenes, parameters, code, models, times, checksums."""
 
 from __future__ import annotations
 
@@ -6,12 +6,17 @@ import hashlib
 import json
 import platform
 import subprocess
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import agrimon
+
+#: File name of the manifest inside a run folder.
+MANIFEST_JSON = "manifest.json"
 
 
 def sha256_file(path: Path) -> str:
@@ -42,26 +47,114 @@ def code_version() -> dict[str, str]:
     return info
 
 
-def write_manifest(folder: Path, record: Mapping[str, Any]) -> Path:
-    """Write ``manifest.json``: ``record`` plus code version, time and product checksums.
+def model_entry(task: str, path: Path, sha256: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The manifest's record of one model checkpoint a run used.
+
+    The checksum is that of the file itself when it exists, so the manifest names the bytes
+    the run loaded; a different checksum claimed by its card is kept beside it as
+    ``card_sha256`` rather than silently trusted.
+
+    Args:
+        task: What the model did (``invasive``, ``yield``).
+        path: The checkpoint file (or the folder holding ``model.pt``).
+        sha256: Hex SHA-256 as its model card states it, if known.
+        **extra: More JSON-serialisable facts (feature set, architecture, crop...).
+
+    Returns:
+        ``{"task", "path", "sha256", "bytes", **extra}`` (and ``card_sha256`` on a mismatch).
+    """
+    file = path / "model.pt" if path.is_dir() else path
+    entry: dict[str, Any] = {"task": task, "path": str(path)}
+    if file.is_file():
+        actual = sha256_file(file)
+        entry |= {"sha256": actual, "bytes": file.stat().st_size}
+        if sha256 is not None and sha256.lower() != actual:
+            entry["card_sha256"] = sha256
+    else:
+        entry["sha256"] = sha256
+    return {**entry, **extra}
+
+
+class RunClock:
+    """When a run started, and the seconds each of its stages took (for the manifest).
+
+    Example::
+
+        clock = RunClock()
+        with clock.stage("tiles"):
+            ...
+        write_manifest(folder, record, started=clock.started, timings=clock.timings)
+    """
+
+    def __init__(self, started: datetime | None = None) -> None:
+        self.started = started if started is not None else datetime.now(UTC)
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the block as stage ``name`` (a stage entered twice adds up)."""
+        begin = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - begin
+
+
+def _utc(moment: datetime) -> datetime:
+    # A naive time is taken as UTC, as agrimon keeps its times.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def write_manifest(
+    folder: Path,
+    record: Mapping[str, Any],
+    *,
+    started: datetime | None = None,
+    timings: Mapping[str, float] | None = None,
+) -> Path:
+    """Write ``manifest.json``: ``record`` plus code version, run times and file checksums.
 
     Args:
         folder: Run folder whose files are listed (all but the manifest itself).
-        record: Inputs, parameters and scenes of the run (JSON-serialisable).
+        record: Inputs, parameters, source, models (:func:`model_entry`) and tiles with their
+            scene ids (JSON-serialisable). The distinct scene ids of all tiles are added as
+            ``scenes`` unless the record has them.
+        started: When the run started (naive: UTC); ``finished`` is now.
+        timings: Seconds spent per stage, in the order the stages ran.
 
     Returns:
         Path of ``manifest.json``.
     """
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json")
-    manifest = {
-        **record,
+    finished = datetime.now(UTC)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_JSON)
+    run: dict[str, Any] = {"finished": finished.isoformat(timespec="seconds")}
+    if started is not None:
+        run = {
+            "started": _utc(started).isoformat(timespec="seconds"),
+            **run,
+            "seconds": round((finished - _utc(started)).total_seconds(), 3),
+        }
+    if timings is not None:
+        run["stages"] = {name: round(float(s), 3) for name, s in timings.items()}
+    manifest: dict[str, Any] = dict(record)
+    if "scenes" not in manifest and "tiles" in manifest:
+        # A tile's scenes are ids, or objects with an ``id`` (and cloud cover, say).
+        manifest["scenes"] = sorted(
+            {
+                str(s["id"] if isinstance(s, Mapping) else s)
+                for tile in manifest["tiles"]
+                for s in tile.get("scenes", ())
+            }
+        )
+    manifest |= {
         "code": code_version(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created": run["finished"],
+        "run": run,
         "files": {
-            str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
             for p in files
         },
     }
-    path = folder / "manifest.json"
+    path = folder / MANIFEST_JSON
     path.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     return path
