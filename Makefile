@@ -20,7 +20,10 @@ $(DEV_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# The season before first (once), so that the demo also shows change between two runs.
+EARLIER_DEMO := outputs/grootfontein/2022-07-01_2023-06-30
 demo: $(STAMP)
+	@test -f $(EARLIER_DEMO)/manifest.json || $(BIN)/agrimon run --start 2022-07-01 --end 2023-06-30 >/dev/null
 	$(BIN)/agrimon run
 
 lint: $(DEV_STAMP)

@@ -36,7 +36,7 @@ from agrimon.area import classmap as cm
 from agrimon.area.estimator import AreaEstimate, estimate
 from agrimon.area.sampling import Method, allocate, count_strata, draw_points, sample_size
 from agrimon.errors import AssessmentError, ConfigError
-from agrimon.products import gpkg
+from agrimon.products import gpkg, styles
 from agrimon.products.folder import staged_folder, writing
 from agrimon.products.manifest import sha256_file
 
@@ -197,7 +197,7 @@ def _write_gpkg(
 
 def sample_qml(classes: Sequence[str]) -> str:
     """QGIS style of the sample: points hollow until ``reference`` is filled, a drop-down."""
-    root = gpkg.qml_root(read_only=False)
+    root = styles.qml_root(read_only=False)
     renderer = ET.SubElement(
         root,
         "renderer-v2",
@@ -218,12 +218,12 @@ def sample_qml(classes: Sequence[str]) -> str:
         ET.SubElement(rules, "rule", key=f"r{i}", symbol=str(i), label=label, filter=expression)
         _marker(symbols, str(i), fill)
     fields = ET.SubElement(root, "fieldConfiguration")
-    gpkg.value_map(gpkg.field_widget(fields, REFERENCE_FIELD, "ValueMap"), classes)
+    styles.value_map(styles.field_widget(fields, REFERENCE_FIELD, "ValueMap"), classes)
     editable = ET.SubElement(root, "editable")
     for name in ("id", "stratum", "map_class", "lon", "lat"):
         ET.SubElement(editable, "field", name=name, editable="0")
     ET.SubElement(root, "layerGeometryType").text = "0"
-    return gpkg.qml_text(root)
+    return styles.qml_text(root)
 
 
 def _marker(parent: ET.Element, name: str, fill: str) -> None:

@@ -43,10 +43,11 @@ from agrimon.aoi import read_aoi
 from agrimon.errors import LabelError
 from agrimon.products.gpkg import add_enum_constraint as _add_enum_constraint
 from agrimon.products.gpkg import add_styles as _add_styles
-from agrimon.products.gpkg import field_widget as _field_widget
-from agrimon.products.gpkg import link_into_place, value_map
-from agrimon.products.gpkg import qml_root as _qml_root
-from agrimon.products.gpkg import qml_text as _qml_text
+from agrimon.products.gpkg import link_into_place
+from agrimon.products.styles import field_widget as _field_widget
+from agrimon.products.styles import qml_root as _qml_root
+from agrimon.products.styles import qml_text as _qml_text
+from agrimon.products.styles import value_map
 
 __all__ = [
     "DEFAULT_TEMPLATE_CLASSES",

@@ -1,15 +1,14 @@
-"""GeoPackage pieces QGIS reads: coded field domains, stored default styles, QML documents.
+"""GeoPackage pieces QGIS reads: coded field domains and stored default styles.
 
 Written with ``sqlite3`` into a GeoPackage that pyogrio has created, laid out as GDAL and
 QGIS write them, so that QGIS (3.22+) opens the layer styled, with drop-downs of the
-allowed values.
+allowed values. The QML documents themselves are built by :mod:`agrimon.products.styles`.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -100,39 +99,6 @@ def add_styles(db: sqlite3.Connection, styles: Sequence[tuple[str, str, str, str
             "INSERT OR REPLACE INTO gpkg_ogr_contents (table_name, feature_count) "
             "VALUES ('layer_styles', (SELECT count(*) FROM layer_styles))"
         )
-
-
-def qml_root(*, read_only: bool) -> ET.Element:
-    """The root of a QGIS 3.22 style document (all style categories)."""
-    return ET.Element(
-        "qgis",
-        version="3.22.0",
-        styleCategories="AllStyleCategories",
-        readOnly="1" if read_only else "0",
-    )
-
-
-def qml_text(root: ET.Element) -> str:
-    """The QML text of a style document, with QGIS's doctype."""
-    ET.indent(root, space=" ")
-    body = ET.tostring(root, encoding="unicode")
-    return f"<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n{body}\n"
-
-
-def field_widget(fields: ET.Element, name: str, widget: str) -> ET.Element:
-    """Add a field's editor widget to ``fieldConfiguration``; return its ``config``."""
-    field = ET.SubElement(fields, "field", name=name, configurationFlags="None")
-    edit = ET.SubElement(field, "editWidget", type=widget)
-    return ET.SubElement(edit, "config")
-
-
-def value_map(widget: ET.Element, values: Sequence[str]) -> None:
-    """Fill a ValueMap widget's ``config`` with ``values`` (each its own label)."""
-    options = ET.SubElement(widget, "Option", type="Map")
-    entries = ET.SubElement(options, "Option", type="List", name="map")
-    for name in values:
-        entry = ET.SubElement(entries, "Option", type="Map")
-        ET.SubElement(entry, "Option", type="QString", name=name, value=name)
 
 
 def link_into_place(tmp: Path, out: Path) -> None:
