@@ -27,7 +27,6 @@ from rasterio.features import rasterize
 from scipy import ndimage
 
 from agrimon.area import polygons as poly
-from agrimon.products import vectors
 from agrimon.area.polygons import (
     ArrayMaps,
     mmu_pixels,
@@ -39,6 +38,7 @@ from agrimon.area.polygons import (
     write_polygons,
 )
 from agrimon.errors import ConfigError, ProductError
+from agrimon.products import vectors
 from agrimon.products.cog import CogWriter, Layer
 
 EPSG = 32733  # UTM 33S: a Namibian savanna

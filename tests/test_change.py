@@ -97,7 +97,7 @@ def test_change_products_equal_the_difference_of_the_two_runs(
     assert (polygons["area_ha"] >= 0.5).all()  # the minimum mapping unit
     # Simplified outlines: the area is the patch's pixel count, the outline close to it.
     np.testing.assert_allclose(polygons["area_ha"], polygons.geometry.area / 1e4, rtol=0.1)
-    lonlat_polygons = gpd.read_file(later / "invasive_change.geojson")
+    lonlat_polygons = gpd.read_file(later / "invasive_change_polygons.geojson")
     assert lonlat_polygons.crs.to_epsg() == 4326 and len(lonlat_polygons) == len(polygons)
 
 

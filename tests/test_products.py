@@ -212,7 +212,7 @@ def test_an_aoi_across_a_zone_border_gets_products_per_zone(tmp_path: Path) -> N
     assert lons["33S"].max() <= 18.0 and lons["33S"].max() == pytest.approx(18.0, abs=1e-4)
     assert lons["34S"].min() >= 18.0 and lons["34S"].min() == pytest.approx(18.0, abs=1e-4)
     items = list(pystac.Catalog.from_file(str(folder / "catalog.json")).get_items())
-    assert sorted(i.id.rsplit("-", 1)[1] for i in items) == ["32733", "32734", "zones"]
+    assert sorted(i.id.rsplit("-", 1)[1] for i in items) == ["32733", "32734", "run", "zones"]
     assert all(len(i.assets) == 2 for i in items if not i.id.endswith("zones"))
 
 

@@ -229,7 +229,8 @@ def main():
     extent = view if not view.isNull() else project.layerTreeRoot().layerOrder()[0].extent()
     visible = [project.mapLayer(lid) for lid in result["visible"]]
     out, px = request["out"], request["px"]
-    result["renders"] = {"project": render(visible, crs, extent, os.path.join(out, "project.png"), px)}
+    whole = render(visible, crs, extent, os.path.join(out, "project.png"), px)
+    result["renders"] = {"project": whole}
     for lid in request["render_alone"]:
         path = os.path.join(out, lid + ".png")
         result["renders"][lid] = render([project.mapLayer(lid)], crs, extent, path, px)

@@ -88,7 +88,7 @@ def test_every_geojson_of_a_run_is_rfc7946(season_runs: tuple[Path, Path]) -> No
     _, later = season_runs
     files = sorted(later.glob("*.geojson"))
     names = {p.stem for p in files}
-    assert {"invasive_polygons", "yield_forecast", "invasive_change"} <= names
+    assert {"invasive_polygons", "yield_forecast", "invasive_change_polygons"} <= names
     for path in files:
         assert _assert_rfc7946(path) > 0
 
@@ -104,6 +104,7 @@ def test_the_run_geopackage_holds_every_vector_layer(season_runs: tuple[Path, Pa
         "invasive_polygons",
         "yield_forecast",
         "invasive_change_polygons",
+        "layer_styles",  # QGIS's table of the layers' default styles
     }
     assert layers["zonal_stats"] is None  # an attribute table
     # No other GeoPackage in the folder: one file holds them all.

@@ -174,8 +174,7 @@ _RUN_OPTIONS: list[tuple[str, Any, Any]] = [
         "compare",
         Path | None,
         None,
-        "Earlier run folder to map change against (default: the newest earlier run of the "
-        "AOI).",
+        "Earlier run folder to map change against (default: the newest earlier run of the AOI).",
         "DIR",
     ),
     _option(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
 import xarray as xr
 from dask.base import compute
 from odc.geo.geobox import GeoBox
@@ -33,12 +34,14 @@ from agrimon.indices import composites, masks, phenology, spectral, zonal
 from agrimon.invasive.features import SEASON_V1, feature_stack, monitor_model, season_window
 from agrimon.plan import TILES_IN_FLIGHT, RunPlan, TilePlan, monitor_bands, plan_run
 from agrimon.products.catalog import ZoneProducts, mean_cloud_cover, write_catalog
-from agrimon.products.change import incompatibility, write_change
+from agrimon.products.change import CHANGE_LAYER, anomaly_layer, incompatibility, write_change
 from agrimon.products.cog import BLOCK_PX, CogWriter, Layer, window_of
+from agrimon.products.deliver import deliver
 from agrimon.products.folder import check_output_folder, staged_folder
 from agrimon.products.layers import run_stem, write_base_layers
 from agrimon.products.manifest import RunClock, model_entry, write_manifest
 from agrimon.products.runs import Run, check_compare, find_earlier, update_latest
+from agrimon.products.symbology import StyleContext
 from agrimon.progress import TILES
 from agrimon.sources import get_source
 from agrimon.yieldcast.products import (
@@ -458,7 +461,7 @@ def write_products(
                     gpkg=gpkg,
                 )
             )
-        vector_layers = write_base_layers(
+        vectors = write_base_layers(
             gpkg,
             aoi_name=plan.aoi.name,
             aoi=plan.aoi.geometry,
@@ -487,6 +490,42 @@ def write_products(
             path = folder / INVASIVE_ACCURACY
             path.write_text(json.dumps(accuracy, indent=2) + "\n")
             tables["invasive_accuracy"] = path
+        styled = {name: (gpkg, layer) for name, layer in vectors.items()}
+        for layer in pyogrio.list_layers(gpkg)[:, 0]:
+            if str(layer) not in ("aoi", "zones", "zonal_stats"):
+                styled[str(layer)] = (gpkg, str(layer))
+        rasters = {
+            f"{name}{suffix}": (path, layers[name])
+            for suffix, files in zone_files.items()
+            for name, path in files.items()
+        }
+        if change is not None:
+            for name, path in change.files.items():
+                if path.suffix == ".tif":
+                    base = CHANGE_LAYER if name.startswith(CHANGE_LAYER.name) else None
+                    rasters[name] = (path, base or anomaly_layer(name))
+        first = plan.tiles[0].tile
+        with clock.stage("styles, pictures and report"):
+            deliver(
+                folder,
+                stem=run_stem(plan.aoi.name, spec.period),
+                aoi_name=plan.aoi.name,
+                aoi=plan.aoi.geometry,
+                zones=plan.aoi.zones,
+                epsg=zones[0],
+                start=spec.start,
+                end=spec.end,
+                rasters=rasters,
+                vectors=styled,
+                context=StyleContext(
+                    season_start=phenology_params(southern=first.hemisphere == "S").season_start,
+                    n_dates=len({s.time.date() for t in plan.tiles for s in t.scenes}),
+                ),
+                zonal_table=zone_table,
+                index=spec.indices[0],
+                model_cards=model_cards(spec),
+                change=change,
+            )
         tables["run_gpkg"] = gpkg
         run_id = f"{plan.aoi.name}-{spec.period}"
         write_catalog(
@@ -569,6 +608,20 @@ def run_record(plan: RunPlan) -> dict[str, Any]:
             for t in plan.tiles
         ],
     }
+
+
+def model_cards(spec: RunSpec) -> list[tuple[str, str]]:
+    """``(title, Markdown)`` of the model cards of the models a run uses."""
+    cards = []
+    for title, path in (
+        ("Bush encroachment model", monitor_model(spec)),
+        ("Yield model", yield_model_path(spec)),
+    ):
+        if path is not None:
+            card = (path if path.is_dir() else path.parent) / "card.md"
+            if card.is_file():
+                cards.append((title, card.read_text()))
+    return cards
 
 
 def _model_record(spec: RunSpec) -> list[dict[str, Any]]:

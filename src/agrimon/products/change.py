@@ -100,6 +100,19 @@ def incompatibility(earlier: Run, epsgs: Sequence[int]) -> str | None:
     return None
 
 
+def anomaly_layer(name: str) -> Layer:
+    """The layer of an index anomaly raster ``<index>_anomaly[<suffix>]``."""
+    index = name.split("_anomaly")[0]
+    return Layer(
+        f"{index}_anomaly",
+        f"{index.upper()} anomaly: this period's median minus the earlier run's",
+        "float32",
+        float("nan"),
+        "1",
+        "average",
+    )
+
+
 # --- pure ----------------------------------------------------------------------------------
 
 
@@ -163,14 +176,7 @@ def write_change(
             if not (now.is_file() and before.is_file()):
                 continue
             out = folder / f"{index}_anomaly{suffix}.tif"
-            layer = Layer(
-                f"{index}_anomaly",
-                f"{index.upper()} median of this period minus that of {earlier.period}",
-                "float32",
-                float("nan"),
-                "1",
-                "average",
-            )
+            layer = anomaly_layer(f"{index}_anomaly{suffix}")
             part = _paired(now, before, out, layer, zones, anomaly)
             key = f"{index}_anomaly"
             sums[key] = part if key not in sums else sums[key] + part
@@ -297,5 +303,5 @@ def _change_polygons(
     frame.insert(0, "id", np.arange(1, len(frame) + 1, dtype=np.int64))
     layer = f"{CHANGE_POLYGONS}{suffix}"
     add_layer(frame, gpkg, layer=layer)
-    geojson = write_geojson(frame, folder / f"invasive_change{suffix}.geojson")
+    geojson = write_geojson(frame, folder / f"{CHANGE_POLYGONS}{suffix}.geojson")
     return {f"invasive_change_geojson{suffix}": geojson}
