@@ -164,11 +164,15 @@ def test_run_from_the_command_line(tmp_path: Path) -> None:
     assert folder == tmp_path / "out" / "grootfontein" / "2024-02-01_2024-02-15"
     assert sorted(p.name for p in folder.iterdir() if p.is_file()) == [
         "catalog.json",
+        "clear_count.qml",
         "clear_count.tif",
+        "grootfontein_2024-02-01_2024-02-15.gpkg",
+        "grootfontein_2024-02-01_2024-02-15.qgz",
         "manifest.json",
+        "ndvi_median.qml",
         "ndvi_median.tif",
+        "report.html",
         "zonal_stats.csv",
-        "zonal_stats.gpkg",
         "zonal_stats.parquet",
     ]
     with rasterio.open(folder / "clear_count.tif") as src:
