@@ -33,13 +33,12 @@ from agrimon.area.polygons import (
     sieve,
     vectorise,
     vectorise_maps,
-    write_geojson,
-    write_geopackage,
     write_polygons,
 )
 from agrimon.errors import ConfigError, ProductError
 from agrimon.products import vectors
 from agrimon.products.cog import CogWriter, Layer
+from agrimon.products.vectors import write_geojson, write_geopackage
 
 EPSG = 32733  # UTM 33S: a Namibian savanna
 TRANSFORM = Affine(10, 0, 500_000, 0, -10, 7_800_000)

@@ -44,8 +44,9 @@ def _assert_rfc7946(path: Path) -> int:
         for ring in _rings(geometry):
             for x, y in ring:
                 assert -180 <= x <= 180 and -90 <= y <= 90, f"{path.name}: not lon/lat"
-                for value in (x, y):
-                    decimals = -value.as_tuple().exponent if value.as_tuple().exponent < 0 else 0
+                for value in (Decimal(x), Decimal(y)):
+                    exponent = int(value.as_tuple().exponent)
+                    decimals = -exponent if exponent < 0 else 0
                     assert decimals <= GEOJSON_DECIMALS, f"{path.name}: {value} not rounded"
         if geometry["type"] in ("Polygon", "MultiPolygon"):
             parts = [geometry["coordinates"]]
