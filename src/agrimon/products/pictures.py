@@ -12,6 +12,7 @@ picture of a large AOI costs the memory of the picture, not of the raster.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, timedelta
 from io import BytesIO
@@ -114,7 +115,16 @@ def quicklook(
             class_indices(data, sym), cmap=cmap, norm=norm, extent=extent, interpolation="nearest"
         )
         handles = [Patch(facecolor=c, edgecolor="#555555", label=n) for _, n, c in sym.entries]
-        fig.legend(handles=handles, loc="outside right upper", title=sym.title, frameon=False)
+        # Beside the map, its title wrapped: a long title must not widen the figure.
+        ax.legend(
+            handles=handles,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            title=textwrap.fill(sym.title, 20),
+            frameon=False,
+            fontsize=8,
+            title_fontsize=8,
+        )
         palette = [to_rgba(c) for _, _, c in sym.entries]
     if outline is not None and not outline.is_empty:
         _draw_outline(ax, outline)
@@ -126,7 +136,7 @@ def quicklook(
     _north_arrow(ax)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(title, fontsize=10)
+    ax.set_title(textwrap.fill(title, 60), fontsize=9)
     return _save(fig, out, palette)
 
 
