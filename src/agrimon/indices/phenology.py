@@ -79,6 +79,18 @@ from agrimon.errors import ConfigError
 F64 = NDArray[np.float64]
 
 #: Variables of :func:`phenology`, in order, with their units.
+#: The season metrics a run writes as rasters (``<index>_<metric>``) and models read.
+LAYER_METRICS: tuple[str, ...] = (
+    "start_doy",
+    "peak_doy",
+    "end_doy",
+    "season_length",
+    "peak_value",
+    "amplitude",
+    "integral",
+    "dry_min",
+    "dry_wet_ratio",
+)
 METRICS: dict[str, str] = {
     "start": "days since season start",
     "peak": "days since season start",

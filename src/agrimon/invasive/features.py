@@ -28,17 +28,7 @@ from agrimon.indices import composites, masks, phenology, spectral
 from agrimon.sources.base import BANDS
 
 #: Metrics of :func:`agrimon.indices.phenology.phenology` used as static features.
-SEASON_METRICS: tuple[str, ...] = (
-    "start_doy",
-    "peak_doy",
-    "end_doy",
-    "season_length",
-    "peak_value",
-    "amplitude",
-    "integral",
-    "dry_min",
-    "dry_wet_ratio",
-)
+SEASON_METRICS = phenology.LAYER_METRICS
 
 
 @dataclass(frozen=True)

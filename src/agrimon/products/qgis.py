@@ -18,6 +18,7 @@ from pathlib import Path
 import pyogrio
 import rasterio
 
+from agrimon.indices import phenology
 from agrimon.products.cog import Layer
 from agrimon.products.project import GROUPS, ProjectLayer, write_project
 from agrimon.products.styles import raster_qml, store_gpkg_styles, vector_qml, write_qml
@@ -35,17 +36,7 @@ from agrimon.products.symbology import (
 _log = logging.getLogger(__name__)
 
 #: Season metrics of the phenology (``<index>_<metric>`` rasters).
-SEASON_METRICS = (
-    "start_doy",
-    "peak_doy",
-    "end_doy",
-    "season_length",
-    "peak_value",
-    "amplitude",
-    "integral",
-    "dry_min",
-    "dry_wet_ratio",
-)
+SEASON_METRICS = phenology.LAYER_METRICS
 #: Vector layers' groups, by the name their style goes by.
 VECTOR_GROUPS = {
     "aoi": "Zones and AOI",
