@@ -204,7 +204,9 @@ def test_sigkill_leaves_no_process_and_the_next_run_cleans_up(tmp_path: Path) ->
     assert again.returncode == 0, again.stderr[-3000:]
     final = out / "grootfontein" / "2023-11-01_2024-03-31"
     assert Path(again.stdout.strip().splitlines()[-1]) == final
-    assert sorted(p.name for p in (out / "grootfontein").iterdir()) == [".notes", final.name]
+    names = sorted(p.name for p in (out / "grootfontein").iterdir())
+    assert names == [".notes", final.name, "latest"]
+    assert (out / "grootfontein" / "latest").resolve() == final.resolve()
     assert _api_files(home) == []
 
 

@@ -213,7 +213,17 @@ def test_an_aoi_across_a_zone_border_gets_products_per_zone(tmp_path: Path) -> N
     assert lons["34S"].min() >= 18.0 and lons["34S"].min() == pytest.approx(18.0, abs=1e-4)
     items = list(pystac.Catalog.from_file(str(folder / "catalog.json")).get_items())
     assert sorted(i.id.rsplit("-", 1)[1] for i in items) == ["32733", "32734", "run", "zones"]
-    assert all(len(i.assets) == 2 for i in items if not i.id.endswith("zones"))
+    assets = {i.id.rsplit("-", 1)[1]: set(i.assets) for i in items}
+    assert assets["32733"] == assets["32734"] == {"clear_count", "ndvi_median"}
+    # Each zone's raster has its own style and quicklook, listed with the run's files.
+    per_zone = {
+        f"{prefix}{name}_{zone}_{suffix}"
+        for name in ("clear_count", "ndvi_median")
+        for zone in ("33S", "34S")
+        for prefix, suffix in (("", "qml"), ("pictures_", "png"))
+    }
+    assert per_zone <= assets["run"]
+    assert {"qgis_project", "report"} <= assets["run"]
 
 
 def test_zonal_tables_equal_a_hand_computation(demo_run: tuple[RunPlan, Path]) -> None:
