@@ -104,6 +104,21 @@ def test_change_products_equal_the_difference_of_the_two_runs(
 def test_the_earlier_run_has_no_change_products(season_runs: tuple[Path, Path]) -> None:
     earlier, _ = season_runs
     assert not list(earlier.glob("*change*")) and not list(earlier.glob("*_anomaly*"))
+    assert 'id="change"' not in (earlier / "report.html").read_text(encoding="utf-8")
+
+
+def test_the_report_shows_the_change_over_the_aoi(season_runs: tuple[Path, Path]) -> None:
+    earlier, later = season_runs
+    change, _, _ = _read(later / "invasive_change.tif")
+    gained, lost = (change == 2).sum() * 0.01, (change == 3).sum() * 0.01
+    text = (later / "report.html").read_text(encoding="utf-8")
+    section = text.split('<section id="change">', 1)[1].split("</section>", 1)[0]
+    assert f"<code>{earlier.name}</code>" in section
+    totals = f"gained {gained:.1f} ha, lost {lost:.1f} ha, net {gained - lost:+.1f} ha"
+    assert totals.replace("-", "−") in section  # the report's minus sign
+    # A row per zone and the change map, inlined.
+    assert section.count('<td class="t">') == 2
+    assert section.count('src="data:image/png;base64,') >= 1
 
 
 def test_latest_points_to_the_newest_complete_run(season_runs: tuple[Path, Path]) -> None:

@@ -77,11 +77,14 @@ class ChangeSummary:
             ``invasive_change_areas``, ``invasive_change_geojson``…, with the UTM-zone suffix).
         zones: Per zone: ``gained_ha``, ``lost_ha``, ``net_ha`` (when both runs mapped
             encroachment) and ``<index>_anomaly`` (mean of the zone's pixels).
+        total: The same figures over the whole AOI (the maps' valid pixels): zones may
+            overlap or leave gaps, so their sum is no total.
     """
 
     earlier: Run
     files: dict[str, Path] = field(default_factory=dict)
     zones: dict[str, dict[str, float]] = field(default_factory=dict)
+    total: dict[str, float] = field(default_factory=dict)
 
 
 def incompatibility(earlier: Run, epsgs: Sequence[int]) -> str | None:
@@ -201,8 +204,9 @@ def write_change(
         summary.files[f"{CHANGE_LAYER.name}{suffix}"] = out
         summary.files.update(_change_polygons(folder, out, suffix, gpkg, mmu_ha))
     for key, part in sums.items():
-        for z, name in enumerate(names):
-            row = summary.zones.setdefault(name, {})
+        # The last row of each part is the whole AOI's.
+        for z, name in enumerate(names + [None]):
+            row = summary.zones.setdefault(name, {}) if name is not None else summary.total
             if key == "change":
                 row["gained_ha"] = float(part[z, 2])
                 row["lost_ha"] = float(part[z, 3])
@@ -252,10 +256,11 @@ def _paired(
     """Write ``combine(before, now)`` block by block; return per-zone figures.
 
     For a class layer, the pixel area in hectares of each zone and change class
-    ``(zones, 5)``; for a continuous one, the sum and count of finite values ``(zones, 2)``.
+    ``(zones + 1, 5)``; for a continuous one, the sum and count of finite values
+    ``(zones + 1, 2)``. The last row is the whole raster's.
     """
     classes = bool(layer.categories)
-    figures = np.zeros((len(zones), 5 if classes else 2), dtype=np.float64)
+    figures = np.zeros((len(zones) + 1, 5 if classes else 2), dtype=np.float64)
     with ExitStack() as stack:
         now = stack.enter_context(rasterio.open(now_path))
         before = stack.enter_context(rasterio.open(before_path))
@@ -282,7 +287,9 @@ def _paired(
                 window.col_off : window.col_off + window.width,
             ]
             writer.write(part, result)
-            for z, inside in zone_masks(shapes, result.shape, part.affine):
+            everywhere = np.ones(result.shape, dtype=bool)
+            masks = [*zone_masks(shapes, result.shape, part.affine), (len(zones), everywhere)]
+            for z, inside in masks:
                 if classes:
                     figures[z] += np.bincount(result[inside], minlength=5)[:5] * pixel_ha
                 else:

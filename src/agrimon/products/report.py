@@ -100,21 +100,14 @@ class ChangeReport:
         summary: ChangeSummary,
         *,
         quicklooks: Sequence[tuple[str, Path]] = (),
-        gained_ha: float | None = None,
-        lost_ha: float | None = None,
-        net_ha: float | None = None,
     ) -> ChangeReport:
-        """The report's view of :func:`agrimon.products.change.write_change`'s summary.
-
-        The summary has figures per zone only; zones may overlap, so their sums are no AOI
-        total: pass the AOI's totals when they are known.
-        """
+        """The report's view of :func:`agrimon.products.change.write_change`'s summary."""
         return cls(
             earlier=summary.earlier.folder.name,
             earlier_period=(summary.earlier.start, summary.earlier.end),
-            gained_ha=gained_ha,
-            lost_ha=lost_ha,
-            net_ha=net_ha,
+            gained_ha=summary.total.get("gained_ha"),
+            lost_ha=summary.total.get("lost_ha"),
+            net_ha=summary.total.get("net_ha"),
             zones={name: dict(row) for name, row in summary.zones.items()},
             quicklooks=tuple(quicklooks),
         )
