@@ -286,30 +286,40 @@ def probe_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def run_probe(request: dict[str, Any], tmp: Path) -> dict[str, Any]:
-    """Run `PROBE_SCRIPT` under the system interpreter and parse its result.
+def run_probe(
+    request: dict[str, Any],
+    tmp: Path,
+    *,
+    script: str = PROBE_SCRIPT,
+    prefix: str = RESULT_PREFIX,
+    timeout: float = 180,
+) -> dict[str, Any]:
+    """Run a PyQGIS probe script under the system interpreter and parse its result.
 
     Args:
-        request: ``{"rasters": [...], "vectors": [...]}`` as the script expects.
+        request: The JSON request the script reads on stdin.
         tmp: A scratch folder for the subprocess's HOME and runtime dir.
+        script: The script's source (default: this module's `PROBE_SCRIPT`).
+        prefix: The start of the one stdout line that holds the JSON result.
+        timeout: Seconds before the probe is killed.
 
     Returns:
         The decoded JSON result.
     """
     proc = subprocess.run(
-        [str(SYSTEM_PYTHON), "-c", PROBE_SCRIPT],
+        [str(SYSTEM_PYTHON), "-c", script],
         input=json.dumps(request),
         capture_output=True,
         text=True,
         env=probe_env(tmp),
-        timeout=180,
+        timeout=timeout,
         check=False,
     )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(prefix)]
     report = f"rc {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert proc.returncode == 0, f"PyQGIS probe failed: {report}"
     assert lines, f"PyQGIS probe printed no result: {report}"
-    result: dict[str, Any] = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix(prefix))
     return result
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
@@ -48,7 +47,7 @@ from agrimon.products.symbology import (
     raster_symbology,
     vector_symbology,
 )
-from tests.test_qgis import SYSTEM_PYTHON, probe_env, qgis_missing_reason
+from tests.test_qgis import qgis_missing_reason, run_probe
 
 #: Prefix of the one stdout line that carries the probe's JSON result.
 RESULT_PREFIX = "AGRIMON-QGIS-PROJECT "
@@ -343,20 +342,7 @@ def probe_folder(folder: Path, tmp: Path) -> ProjectProbe:
         "render_alone": raster_ids[:2],
     }
     before = folder_state(folder)
-    proc = subprocess.run(
-        [str(SYSTEM_PYTHON), "-c", PROBE_SCRIPT],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        env=probe_env(tmp),
-        timeout=300,
-        check=False,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-    report = f"rc {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert proc.returncode == 0, f"PyQGIS probe failed: {report}"
-    assert lines, f"PyQGIS probe printed no result: {report}"
-    result = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
+    result = run_probe(request, tmp, script=PROBE_SCRIPT, prefix=RESULT_PREFIX, timeout=300)
     after = folder_state(folder)
     touched = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     return ProjectProbe(folder, project, gpkg, qgs, result, ids, rasters, vectors, epsg, touched)

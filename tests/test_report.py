@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from agrimon.area.fieldcheck import CSV_FIELDS
+from agrimon.products.forecasts import FORECAST_COLUMNS
 from agrimon.products.report import (
     SECTIONS,
     ChangeReport,
@@ -121,20 +122,7 @@ def run(tmp_path: Path) -> tuple[Path, ReportInputs]:
     units = [f"F{k:03d}" for k in range(60)]
     write_csv(
         folder / "yield_forecast.csv",
-        [
-            "unit",
-            "year",
-            "lead",
-            "forecast",
-            "p10",
-            "p90",
-            "model",
-            "model_version",
-            "issued",
-            "history",
-            "area_ha",
-            "production_t",
-        ],
+        [*FORECAST_COLUMNS, "history", "area_ha", "production_t"],
         [
             [
                 u,

@@ -205,7 +205,7 @@ def write_change(
         summary.files.update(_change_polygons(folder, out, suffix, gpkg, mmu_ha))
     for key, part in sums.items():
         # The last row of each part is the whole AOI's.
-        for z, name in enumerate(names + [None]):
+        for z, name in enumerate([*names, None]):
             row = summary.zones.setdefault(name, {}) if name is not None else summary.total
             if key == "change":
                 row["gained_ha"] = float(part[z, 2])

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,21 @@ MANIFEST_JSON = "manifest.json"
 
 
 def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    """Hex SHA-256 of a file, read in 1 MiB blocks.
+
+    The catalog and then the manifest checksum the same products: a file whose path, inode,
+    size and change times are unchanged is not read twice.
+    """
+    st = path.stat()
+    return _sha256(str(path.resolve()), (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+
+
+@lru_cache(maxsize=4096)
+def _sha256(path: str, version: tuple[int, int, int, int]) -> str:
+    """Hex SHA-256 of ``path``; ``version`` only keys the cache."""
+    del version
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -20,10 +20,11 @@ GREENNESS = ("#a6611a", "#dfc27d", "#f5f5c8", "#a6d96a", "#1a9641", "#00441b")
 MOISTURE = ("#8c510a", "#dfc27d", "#f6e8c3", "#80cdc1", "#2166ac")
 #: Sequential light → dark for counts, lengths and integrals.
 SEQUENTIAL = ("#ffffcc", "#a1dab4", "#41b6c4", "#2c7fb8", "#253494")
-#: White → dark red: probability of encroachment.
-PROBABILITY = ("#ffffff", "#fee391", "#fe9929", "#cc4c02", "#662506")
-#: White → purple: uncertainty.
-UNCERTAINTY = ("#ffffff", "#dadaeb", "#9e9ac8", "#6a51a3", "#3f007d")
+#: Pale yellow → dark red: probability of encroachment. Not white at 0 %, which would read as
+#: nodata on QGIS's white canvas.
+PROBABILITY = ("#ffffd4", "#fee391", "#fe9929", "#cc4c02", "#662506")
+#: Pale lilac → purple: uncertainty (not white at 0 %, as above).
+UNCERTAINTY = ("#f2f0f7", "#dadaeb", "#9e9ac8", "#6a51a3", "#3f007d")
 #: Loss (brown) ← no change (white) → gain (green): anomalies and differences.
 DIVERGING = ("#8c510a", "#d8b365", "#f5f5f5", "#5ab4ac", "#01665e")
 #: Colours through a season: early (blue) → mid (green, yellow) → late (red).
