@@ -22,6 +22,7 @@ from rich.console import Console
 from agrimon import monitor as stages
 from agrimon.config import RunSpec
 from agrimon.errors import InterruptedRun
+from agrimon.products.manifest import MANIFEST_JSON
 from agrimon.progress import RunProgress, install_terminal_log
 from flows.api import TemporaryApi, check_api, drain_prefect
 
@@ -45,6 +46,11 @@ def run_from_cli(spec: RunSpec, *, console: Console, verbose: bool = False) -> P
         progress = stack.enter_context(RunProgress(console))
         progress.status("checking the inputs")
         aoi = stages.check_inputs(spec)
+        final = spec.out / aoi.name / spec.period
+        if (final / MANIFEST_JSON).is_file() and not spec.force:
+            message = f"note: {final} is complete: nothing to do (--force runs it again)"
+            console.print(message, soft_wrap=True, markup=False, highlight=False)
+            return final
         api = None
         if not os.environ.get("PREFECT_API_URL"):
             api = TemporaryApi(status=progress.status)

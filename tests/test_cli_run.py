@@ -134,7 +134,7 @@ SEASON = ("--start", "2023-11-01", "--end", "2024-03-31", "--tile-px", "512")
 def _start_and_wait_for_pixels(
     out: Path, env: dict[str, str]
 ) -> tuple[subprocess.Popen[str], list[int]]:
-    """Start a season's run; return once it computes pixels (its staging folder exists)."""
+    """Start a season's run; return once it computes pixels (its work folder exists)."""
     proc = subprocess.Popen(
         [str(AGRIMON), "run", *SEASON, "--out", str(out)],
         stdout=subprocess.PIPE,
@@ -144,7 +144,7 @@ def _start_and_wait_for_pixels(
         start_new_session=True,  # its own process group, as a terminal gives a command
     )
     deadline = time.monotonic() + 600
-    while not list(out.glob("*/.*.partial-*")):
+    while not list(out.glob("*/.*.work/lock")):
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "the run never started computing"
         time.sleep(0.2)
@@ -195,8 +195,9 @@ def test_sigkill_leaves_no_process_and_the_next_run_cleans_up(tmp_path: Path) ->
     proc.kill()
     proc.communicate(timeout=30)
     assert _wait_gone(children) == [], "the Prefect server outlived the killed run"
-    stale = list(out.glob("grootfontein/.*.partial-*"))
-    assert len(stale) == 1 and _api_files(home) != []
+    # What it left: its work folder (the tiles it finished, for the same command to resume).
+    stale = list(out.glob("grootfontein/.*"))
+    assert [p.name for p in stale] == [".2023-11-01_2024-03-31.work"] and _api_files(home) != []
     # Someone's own hidden folder beside the products is not touched by the cleanup.
     (out / "grootfontein" / ".notes").mkdir()
     # The next run of the same AOI and period removes what the killed one left behind.
@@ -351,12 +352,14 @@ def test_a_disk_that_fills_up_mid_run_gives_one_error_and_leaves_nothing(
 ) -> None:
     from agrimon import monitor as stages
     from agrimon.errors import ProductError
+    from agrimon.tilework import run_tile
 
     from .conftest import demo_spec
 
     spec = demo_spec(small_disk)
     plan = stages.make_plan(spec)
-    results = [stages.composite_tile(spec, t.tile, stages.load_stack(spec, t)) for t in plan.tiles]
+    # The tiles are finished (their work folder elsewhere), the disk fills up afterwards.
+    results = [run_tile(w) for w in stages.tile_work(plan, small_disk.parent / "work")]
     # Past the pre-flight check (another program filled the disk since): the writers fail.
     with pytest.raises(ProductError) as err:
         stages.write_products(plan, results)

@@ -30,10 +30,11 @@ from agrimon.indices.composites import Period, composite
 from agrimon.indices.masks import clear_mask
 from agrimon.indices.spectral import compute_indices
 from agrimon.invasive.metrics import best_threshold_f1
-from agrimon.monitor import product_layers, run_monitor
+from agrimon.monitor import run_monitor
 from agrimon.sources import synth
 from agrimon.sources.base import BANDS
 from agrimon.sources.demo import cover_truth, encroached_truth, render_stack
+from agrimon.tilework import product_layers
 
 pytestmark = pytest.mark.slow
 

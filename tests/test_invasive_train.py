@@ -27,7 +27,7 @@ from agrimon.invasive.model import (
 )
 from agrimon.invasive.pipeline import TrainJob, raster_feature_set, run_training
 from agrimon.invasive.train import TrainOptions, make_problem
-from agrimon.monitor import phenology_params
+from agrimon.tilework import phenology_params
 
 from .conftest import agrimon_cli
 

@@ -28,6 +28,7 @@ from agrimon.products.folder import staged_folder
 from agrimon.products.manifest import sha256_file
 from agrimon.sources import synth
 from agrimon.sources.demo import cover_truth, render_stack
+from agrimon.tilework import product_layers
 
 from .conftest import DEMO_END, DEMO_START, demo_spec, run_gpkg
 
@@ -78,7 +79,7 @@ def test_cog_values_equal_hand_computation(demo_run: tuple[RunPlan, Path]) -> No
 def test_cogs_are_cloud_optimised_and_georeferenced(demo_run: tuple[RunPlan, Path]) -> None:
     plan, folder = demo_run
     west, south, east, north = plan.aoi.geometry.bounds
-    for name, layer in stages.product_layers(plan.spec).items():
+    for name, layer in product_layers(plan.spec).items():
         with rasterio.open(folder / f"{name}.tif") as src:
             assert src.crs.to_epsg() == 32734
             assert src.res == (10.0, 10.0)
@@ -107,7 +108,7 @@ def test_catalog_lists_every_product(demo_run: tuple[RunPlan, Path]) -> None:
     ]
     item = items[f"grootfontein-{plan.spec.period}-32734"]
     assert item.properties["proj:code"] == "EPSG:32734" or item.properties.get("proj:epsg") == 32734
-    assert set(item.assets) == set(stages.product_layers(plan.spec))
+    assert set(item.assets) == set(product_layers(plan.spec))
     for key, asset in item.assets.items():
         href = Path(asset.get_absolute_href() or "")
         assert href == (folder / f"{key}.tif").resolve()
@@ -153,15 +154,29 @@ def test_a_crashed_run_leaves_no_product_and_keeps_the_previous_one(
     def boom(*args: object, **kwargs: object) -> Path:
         raise RuntimeError("disk full")
 
+    # A complete run is not run again, unless forced.
+    assert stages.run_monitor(spec) == first
+    assert sha256_file(first / "ndvi_median.tif") == before
     monkeypatch.setattr(stages, "write_catalog", boom)
+    forced = spec.model_copy(update={"force": True})
     with pytest.raises(RuntimeError, match="disk full"):
-        stages.run_monitor(spec)
-    # The earlier complete run is untouched and no partial folder is left beside it (only
-    # the pointer to the AOI's latest complete run, which still points to it).
-    assert sorted(p.name for p in first.parent.iterdir()) == sorted([first.name, "latest"])
+        stages.run_monitor(forced)
+    # The earlier complete run is untouched and no partial folder is left beside it: only
+    # the pointer to the AOI's latest complete run, which still points to it, and the
+    # failed run's work folder with its finished tiles, for the same command to resume.
+    work = first.parent / f".{first.name}.work"
+    names = sorted(p.name for p in first.parent.iterdir())
+    assert names == sorted([first.name, "latest", work.name])
     assert (first.parent / "latest").resolve() == first.resolve()
     assert sha256_file(first / "ndvi_median.tif") == before
     assert (first / "manifest.json").exists() and (first / "catalog.json").exists()
+    tiles = sorted((work / "tiles").iterdir())
+    assert len(tiles) == len(stages.make_plan(spec).tiles)
+    assert all((t / "result.json").is_file() for t in tiles)
+    monkeypatch.undo()
+    assert stages.run_monitor(forced) == first
+    assert sorted(p.name for p in first.parent.iterdir()) == sorted([first.name, "latest"])
+    assert sha256_file(first / "ndvi_median.tif") == before  # the same pixels
 
 
 def test_staged_folder_replaces_a_previous_run_only_when_complete(tmp_path: Path) -> None:
@@ -284,7 +299,7 @@ def test_a_full_season_run_writes_phenology_that_separates_shrubs_from_grass(
         update={"aoi": aoi, "start": date(2023, 7, 1), "end": date(2024, 6, 30), "tile_px": 256}
     )
     folder = stages.run_monitor(spec)
-    layers = stages.product_layers(spec)
+    layers = product_layers(spec)
     assert {"ndvi_start_doy", "ndvi_peak_doy", "ndvi_end_doy", "ndvi_dry_wet_ratio"} <= set(layers)
     with rasterio.open(folder / "ndvi_dry_wet_ratio.tif") as src:
         ratio = src.read(1)

@@ -41,9 +41,9 @@ from agrimon.indices.zonal import (
     zonal_table,
     zone_pixels,
 )
-from agrimon.monitor import inside_mask
 from agrimon.sources.local import LocalSource
 from agrimon.sources.settings import SourceSettings
+from agrimon.tilework import inside_mask
 
 from .conftest import SLOVENIA_DATES, real_path, slovenia_aoi
 

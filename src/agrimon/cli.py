@@ -185,6 +185,14 @@ _RUN_OPTIONS: list[tuple[str, Any, Any]] = [
         None,
         "--change/--no-change",
     ),
+    _option(
+        "force",
+        bool,
+        False,
+        "Run again although the AOI's products for the period exist (else nothing to do).",
+        None,
+        "--force",
+    ),
     _option("level", Level, "l2a", "Processing level: l2a (with SCL) or l1c.", "[l2a|l1c]"),
     _option("max_cloud", float, 80.0, "Largest scene cloud cover.", "PERCENT"),
     _option(
@@ -265,6 +273,7 @@ def _spec(values: dict[str, Any]) -> RunSpec:
         fields=values.get("fields"),
         compare=values.get("compare"),
         change=values.get("change", True),
+        force=values.get("force", False),
         dask_address=values["dask_address"],
         source_settings=settings,
     )
@@ -328,7 +337,7 @@ def run(spec: RunSpec, *, verbose: bool = False) -> None:
 
 
 @app.command()
-@with_run_options()
+@with_run_options(skip=("force",))
 def plan(spec: RunSpec) -> None:
     """Say what a run would fetch and cost, without fetching any pixel."""
     from agrimon.monitor import make_plan, require_scenes
@@ -485,6 +494,7 @@ def _human_bytes(n: float) -> str:
 
 # The model commands register themselves on `app` (imported last: they use its helpers).
 import agrimon.cli_area  # noqa: E402
+import agrimon.cli_deploy  # noqa: E402
 import agrimon.cli_invasive  # noqa: E402
 import agrimon.cli_yield  # noqa: E402, F401
 

@@ -65,6 +65,9 @@ class RunSpec(BaseModel):
         compare: An earlier run's folder to write change products against; default the
             newest complete run of the same AOI whose period ends before this one's.
         change: Write change products against an earlier run (``--no-change``: never).
+        force: Run again although the products exist (else a complete run is a no-op).
+            Tiles an interrupted run finished are reused either way: their keys hash
+            every input and agrimon's code.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -89,6 +92,7 @@ class RunSpec(BaseModel):
     fields: Path | None = None
     compare: Path | None = None
     change: bool = True
+    force: bool = False
 
     @field_validator("indices", mode="before")
     @classmethod

@@ -1,49 +1,53 @@
 """The monitor stages as plain functions: the Prefect flow only wires these together.
 
-plan → load scene stacks → clear mask and spectral indices → seasonal composites (and
-per-zone time series) → products. Every stage up to the products is lazy; pixels are
-computed a few tiles at a time while the COGs are written, so memory follows the tile and
-chunk size, not the AOI.
+plan → each tile's work (:mod:`agrimon.tilework`: scenes, clear mask, indices, composites,
+season metrics, the encroachment map and zonal partials, persisted per tile) → products
+assembled from the persisted tiles. Memory follows the tile and chunk size, not the AOI.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
-from contextlib import ExitStack
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyogrio
-import xarray as xr
-from dask.base import compute
 from odc.geo.geobox import GeoBox
-from rasterio.features import geometry_mask
 
 from agrimon.aoi import Aoi, read_aoi
 from agrimon.cluster import check_scheduler, connect
 from agrimon.config import RunSpec
 from agrimon.errors import ConfigError, SourceError
 from agrimon.grid import Tile, geobox_for, zone_pieces
-from agrimon.indices import composites, masks, phenology, spectral, zonal
-from agrimon.invasive.features import SEASON_V1, feature_stack, monitor_model, season_window
-from agrimon.plan import TILES_IN_FLIGHT, RunPlan, TilePlan, monitor_bands, plan_run
+from agrimon.indices import zonal
+from agrimon.invasive.features import monitor_model
+from agrimon.plan import RunPlan, plan_run
 from agrimon.products.catalog import ZoneProducts, mean_cloud_cover, write_catalog
 from agrimon.products.change import CHANGE_LAYER, anomaly_layer, incompatibility, write_change
-from agrimon.products.cog import BLOCK_PX, CogWriter, Layer, window_of
+from agrimon.products.cog import BLOCK_PX, CogWriter, window_of
 from agrimon.products.deliver import deliver
 from agrimon.products.folder import check_output_folder, staged_folder
 from agrimon.products.layers import run_stem, write_base_layers
-from agrimon.products.manifest import RunClock, model_entry, write_manifest
+from agrimon.products.manifest import MANIFEST_JSON, RunClock, model_entry, write_manifest
 from agrimon.products.runs import Run, check_compare, find_earlier, update_latest
 from agrimon.products.symbology import StyleContext
+from agrimon.products.workspace import check_unlocked, workspace
 from agrimon.progress import TILES
 from agrimon.sources import get_source
+from agrimon.tilework import (
+    TileResult,
+    TileWork,
+    phenology_params,
+    plan_work,
+    product_layers,
+    run_tile,
+    summed_confusion,
+)
 from agrimon.yieldcast.products import (
     check_yield,
     forecast_units,
@@ -51,89 +55,10 @@ from agrimon.yieldcast.products import (
     yield_products,
 )
 
-if TYPE_CHECKING:  # torch is imported only by runs that map
-    from agrimon.invasive.pipeline import TileMapper
-
 _log = logging.getLogger(__name__)
 
 #: Demo runs score their encroachment map against the demo truth into this file.
 INVASIVE_ACCURACY = "invasive_accuracy.json"
-
-CLEAR_COUNT = Layer(
-    "clear_count", "Number of clear-sky observations", "uint16", 65535, "count", "nearest"
-)
-
-
-#: Season metrics written as layers, with the resampling their overviews use.
-PHENOLOGY_LAYERS: dict[str, str] = {
-    "start_doy": "nearest",
-    "peak_doy": "nearest",
-    "end_doy": "nearest",
-    "season_length": "nearest",
-    "peak_value": "average",
-    "amplitude": "average",
-    "integral": "average",
-    "dry_min": "average",
-    "dry_wet_ratio": "average",
-}
-
-
-def phenology_params(*, southern: bool) -> phenology.PhenologyParams:
-    """Season calendar of the AOI's hemisphere: July–June south, January–December north."""
-    if southern:
-        return phenology.PhenologyParams()
-    return phenology.PhenologyParams(
-        season_start=(1, 1), dry_months=(2, 3, 4), wet_months=(7, 8, 9)
-    )
-
-
-def product_layers(spec: RunSpec) -> dict[str, Layer]:
-    """The raster products of a run, by file stem.
-
-    One median per index, the clear-observation count and, for periods long enough, the
-    season metrics of the first index (``<index>_<metric>``).
-    """
-    layers = {
-        f"{name}_median": Layer(
-            f"{name}_median",
-            f"Median {name.upper()} of clear observations",
-            "float32",
-            float("nan"),
-            "1",
-            "average",
-        )
-        for name in spec.indices
-    }
-    layers[CLEAR_COUNT.name] = CLEAR_COUNT
-    if spec.wants_phenology:
-        first = spec.indices[0]
-        for metric, resampling in PHENOLOGY_LAYERS.items():
-            units = phenology.METRICS[metric]
-            title = f"{first.upper()} phenology: {metric.replace('_', ' ')} ({units})"
-            layers[f"{first}_{metric}"] = Layer(
-                f"{first}_{metric}", title, "float32", float("nan"), units, resampling
-            )
-    return layers
-
-
-@dataclass(frozen=True, eq=False)
-class TileComposite:
-    """Lazy results of one tile.
-
-    Attributes:
-        tile: The tile.
-        layers: Seasonal raster layers by product name.
-        features: The encroachment model's features, when the run maps with a per-pixel
-            model (computed with the other layers, from the same scenes).
-        series: Index time series, NaN where not clear (for the zonal statistics).
-        clear: Clear-sky mask ``(time, y, x)``.
-    """
-
-    tile: Tile
-    layers: dict[str, xr.DataArray]
-    series: xr.Dataset
-    clear: xr.DataArray
-    features: xr.DataArray | None = None
 
 
 def make_plan(spec: RunSpec) -> RunPlan:
@@ -225,6 +150,7 @@ def preflight(spec: RunSpec, aoi: Aoi | None = None) -> RunPlan:
         if reason is not None:
             raise ConfigError(f"--compare {spec.compare}: {reason}")
     check_output_folder(spec.out / aoi.name / spec.period, needs_bytes=product_bytes(plan))
+    check_unlocked(spec.out / aoi.name / spec.period)
     check_scheduler(spec.dask_address)
     return plan
 
@@ -251,122 +177,38 @@ def require_scenes(plan: RunPlan) -> None:
     )
 
 
-def load_stack(spec: RunSpec, tile_plan: TilePlan) -> xr.Dataset:
-    """Lazy scene stack of one tile with the bands the monitor needs.
-
-    With an encroachment model that is every band (its features use them all).
-    """
-    if not tile_plan.scenes:
-        raise SourceError(
-            f"source '{spec.source}' has no scenes for tile {tile_plan.tile.id} between "
-            f"{spec.start} and {spec.end}: widen the period with --start/--end"
-        )
-    source = get_source(spec.source, spec.source_settings)
-    return source.load(
-        tile_plan.tile, tile_plan.scenes, bands=monitor_bands(spec), chunk_px=spec.chunk_px
-    )
+def run_units(plan: RunPlan) -> gpd.GeoDataFrame | None:
+    """The fields or regions a run forecasts yields for, or None (no model, none inside)."""
+    if yield_model_path(plan.spec) is None:
+        return None
+    units = forecast_units(plan.spec, plan.aoi.geometry, plan.aoi.zones)
+    if units.empty:
+        _log.info("no field or region to forecast yields for in AOI %s", plan.aoi.name)
+        return None
+    return units
 
 
-def composite_tile(spec: RunSpec, tile: Tile, stack: xr.Dataset) -> TileComposite:
-    """Clear mask, the selected indices and their seasonal composites for one tile (lazy)."""
-    clear = masks.clear_mask(stack, invalid=spec.invalid_scl)
-    series = spectral.compute_indices(stack, spec.indices).where(clear)
-    layers = {f"{name}_median": composites.median(series[name]) for name in spec.indices}
-    layers[CLEAR_COUNT.name] = masks.clear_count(clear)
-    if spec.wants_phenology:
-        first = spec.indices[0]
-        params = phenology_params(southern=tile.hemisphere == "S")
-        season = phenology.phenology(series[first], params)
-        for metric in PHENOLOGY_LAYERS:
-            layers[f"{first}_{metric}"] = season[metric]
-    features = None
-    model = monitor_model(spec)
-    if model is not None and _model_halo(model) == 0:
-        params = phenology_params(southern=tile.hemisphere == "S")
-        features = feature_stack(
-            stack,
-            SEASON_V1,
-            season=season_window(spec.start, spec.end, params),
-            params=params,
-            invalid_scl=spec.invalid_scl,
-        )
-    return TileComposite(tile=tile, layers=layers, series=series, clear=clear, features=features)
+def tile_work(plan: RunPlan, work: Path) -> list[TileWork]:
+    """Each tile's unit of work for a run whose work folder is ``work``."""
+    return plan_work(plan.spec, plan.tiles, work, zones=plan.aoi.zones, units=run_units(plan))
 
 
-def _model_halo(model: Path) -> int:
-    from agrimon.invasive.card import model_config  # torch: only when mapping
-
-    return model_config(model).halo
-
-
-def inside_mask(tile: Tile) -> np.ndarray:
-    """True for the pixels of ``tile.geobox`` whose centre lies in the tile's footprint."""
-    geobox = tile.geobox
-    if tile.footprint is None:
-        return np.ones(geobox.shape, dtype=bool)
-    outside = geometry_mask(
-        [tile.footprint], out_shape=geobox.shape, transform=geobox.affine, all_touched=False
-    )
-    return np.asarray(~outside, dtype=bool)
-
-
-def _write_tiles(
-    comps: Sequence[TileComposite],
-    writers: dict[str, CogWriter],
-    zones: gpd.GeoDataFrame,
-    mapper: TileMapper | None = None,
-    units: gpd.GeoDataFrame | None = None,
-) -> tuple[list[zonal.ZonalPartial], list[zonal.ZonalPartial]]:
-    """Compute a few tiles in one pass and write their layers, nodata outside the AOI.
-
-    With a ``mapper``, the encroachment map of each tile is made from its features and
-    written too; with ``units`` (the fields of a yield forecast), their statistics are
-    gathered from the same computed series.
-
-    Returns:
-        The tiles' per-zone partial statistics, and the units' (empty without units).
-    """
-    names = [n for n in writers if mapper is None or n not in mapper.layers]
-    lazy = [
-        (*(comp.layers[n] for n in names), comp.features, comp.series, comp.clear) for comp in comps
-    ]
-    computed = compute(*lazy)  # type: ignore[no-untyped-call]
-    partials: list[zonal.ZonalPartial] = []
-    unit_partials: list[zonal.ZonalPartial] = []
-    for comp, values in zip(comps, computed, strict=True):
-        inside = inside_mask(comp.tile)
-        for name, arr in zip(names, values, strict=False):
-            nodata = writers[name].layer.nodata
-            writers[name].write(comp.tile.geobox, np.where(inside, np.asarray(arr), nodata))
-        features, series, clear = values[-3], values[-2], values[-1]
-        if mapper is not None:
-            mapped = mapper.map(comp.tile, None if features is None else np.asarray(features))
-            for name, arr in zip(mapper.layers, mapped, strict=True):
-                writers[name].write(comp.tile.geobox, arr)
-        for target, these in ((partials, zones), (unit_partials, units)):
-            if these is None:
-                continue
-            target.append(
-                zonal.zonal_partial(
-                    series,
-                    these,
-                    clear=clear,
-                    geobox=comp.tile.geobox,
-                    inside=inside,
-                    footprint=comp.tile.footprint,
-                )
-            )
-    return partials, unit_partials
+def final_folder(plan: RunPlan) -> Path:
+    """Where the run's products go: ``<out>/<aoi>/<start>_<end>``."""
+    return plan.spec.out / plan.aoi.name / plan.spec.period
 
 
 def write_products(
-    plan: RunPlan, results: Sequence[TileComposite], *, clock: RunClock | None = None
+    plan: RunPlan, results: Sequence[TileResult], *, clock: RunClock | None = None
 ) -> Path:
-    """Write COGs, ``catalog.json`` and ``manifest.json`` into the run's folder, atomically.
+    """Assemble the finished tiles into the run's products, atomically.
+
+    Mosaics (COGs), tables, vectors, styles, pictures, report, ``catalog.json`` and
+    ``manifest.json``, read from the tiles' persisted results one tile at a time.
 
     Args:
         plan: The run plan.
-        results: Lazy composites of every tile.
+        results: Every tile's result (:func:`agrimon.tilework.run_tile`).
         clock: When the run started and its stages' times so far (the manifest records
             them); a new clock by default.
 
@@ -375,7 +217,7 @@ def write_products(
     """
     spec = plan.spec
     clock = clock if clock is not None else RunClock()
-    final = spec.out / plan.aoi.name / spec.period
+    final = final_folder(plan)
     grids = zone_grids([r.tile for r in results])
     zones = sorted(grids)
     layers = product_layers(spec)
@@ -387,17 +229,10 @@ def write_products(
         mapper = TileMapper(spec, loaded, plan.tiles) if loaded is not None else None
     if mapper is not None:
         layers = {**layers, **mapper.layers}
-    units = None
-    if yield_model_path(spec) is not None:
-        units = forecast_units(spec, plan.aoi.geometry, plan.aoi.zones)
-        if units.empty:
-            _log.info("no field or region to forecast yields for in AOI %s", plan.aoi.name)
-            units = None
-    partials: list[zonal.ZonalPartial] = []
-    unit_partials: list[zonal.ZonalPartial] = []
+        mapper.confusion = summed_confusion(results)
+    units = run_units(plan)
     zone_files: dict[str, dict[str, Path]] = {}
-    done = 0
-    with staged_folder(final) as folder, connect(spec.dask_address):
+    with staged_folder(final) as folder:
         zone_products = []
         for epsg in zones:
             in_zone = [r for r in results if r.tile.epsg == epsg]
@@ -414,20 +249,11 @@ def write_products(
             }
             files = {name: folder / f"{name}{suffix}.tif" for name in layers}
             zone_files[suffix] = files
-            with clock.stage("tiles"), ExitStack() as stack:
-                writers = {
-                    name: stack.enter_context(CogWriter(files[name], grid, layer, tags=tags))
-                    for name, layer in layers.items()
-                }
-                for i in range(0, len(in_zone), TILES_IN_FLIGHT):
-                    batch = in_zone[i : i + TILES_IN_FLIGHT]
-                    _report_tiles(done, batch, len(results))
-                    tile_partials, tile_units = _write_tiles(
-                        batch, writers, plan.aoi.zones, mapper, units
-                    )
-                    partials += tile_partials
-                    unit_partials += tile_units
-                    done += len(batch)
+            with clock.stage("mosaics"):
+                for name, layer in layers.items():
+                    with CogWriter(files[name], grid, layer, tags=tags) as writer:
+                        for result in in_zone:
+                            writer.write(result.tile.geobox, result.read(name))
             footprint = zone_pieces(plan.aoi.geometry)[epsg]
             cloud = mean_cloud_cover(
                 s.cloud_cover for t in plan.tiles if t.tile.epsg == epsg for s in t.scenes
@@ -442,7 +268,7 @@ def write_products(
                     cloud_cover=cloud,
                 )
             )
-        _report_tiles(done, (), len(results))
+        partials = [r.zonal_partial() for r in results]
         gpkg = folder / f"{run_stem(plan.aoi.name, spec.period)}.gpkg"
         zone_table, tables = write_zone_tables(folder, partials)
         if mapper is not None:
@@ -471,6 +297,7 @@ def write_products(
             map_areas=tables.get("invasive_map_areas"),
         )
         if units is not None:
+            unit_partials = [p for p in (r.units_partial() for r in results) if p is not None]
             table = zonal.zonal_table(zonal.combine_partials(unit_partials))
             tables.update(yield_products(folder, spec, units, table, gpkg=gpkg))
         earlier = earlier_run(spec, final, zones)
@@ -560,14 +387,20 @@ def earlier_run(spec: RunSpec, final: Path, epsgs: Sequence[int]) -> Run | None:
     return earlier
 
 
-def _report_tiles(done: int, batch: Sequence[TileComposite], total: int) -> None:
-    """Log the batch of tiles about to be computed (the terminal's progress bar reads it)."""
-    if batch:
-        ids = ", ".join(c.tile.id for c in batch)
-        message = f"computing tiles {done + 1}-{done + len(batch)} of {total} ({ids})"
+def report_tiles(done: int, running: Sequence[Tile], total: int) -> None:
+    """Log the tiles now computing (the terminal's progress bar and Prefect's UI read it)."""
+    if running:
+        ids = ", ".join(t.id for t in running)
+        message = f"{done} of {total} tiles done; computing {ids}"
     else:
         message = f"computed {done} of {total} tiles; writing tables, catalog and manifest"
-    _log.info(message, extra={TILES: (done, len(batch), total)})
+    _log.info(message, extra={TILES: (done, len(running), total)})
+
+
+def published(plan: RunPlan) -> Path | None:
+    """The run's product folder when it is complete already (a rerun is then a no-op)."""
+    final = final_folder(plan)
+    return final if (final / MANIFEST_JSON).is_file() else None
 
 
 def write_zone_tables(
@@ -706,9 +539,42 @@ def _union_bounds(
 
 
 def run_monitor(spec: RunSpec) -> Path:
-    """The whole monitor run without Prefect (library use, tests); returns the product folder."""
+    """The whole monitor run without Prefect (library use, tests); returns the product folder.
+
+    Tiles are computed one after the other into the run's work folder (reused when an
+    earlier, interrupted run finished them); a complete run is left as it is unless
+    ``spec.force``.
+    """
     clock = RunClock()
     with clock.stage("plan"):
         plan = make_plan(spec)
-    results = [composite_tile(spec, tp.tile, load_stack(spec, tp)) for tp in plan.tiles]
-    return write_products(plan, results, clock=clock)
+    done = published(plan)
+    if done is not None and not spec.force:
+        _log.info("%s is complete: nothing to do (force reruns it)", done)
+        return done
+    with workspace(final_folder(plan)) as work, connect(spec.dask_address):
+        works = tile_work(plan, work)
+        with clock.stage("tiles"):
+            results = run_tiles(works)
+        return write_products(plan, results, clock=clock)
+
+
+def run_tiles(
+    works: Sequence[TileWork], run: Callable[[TileWork], TileResult] = run_tile
+) -> list[TileResult]:
+    """Each tile's work in turn, in this thread, reporting progress.
+
+    One tile at a time: dask already spreads a tile's chunks over every core, and a tile
+    computing in this thread stops at once on Ctrl-C, where one in a worker thread would
+    run on.
+
+    Args:
+        works: The tiles' work.
+        run: What runs one tile (the flow passes its cached task).
+    """
+    results = []
+    for i, one in enumerate(works):
+        report_tiles(i, [one.tile], len(works))
+        results.append(run(one))
+    report_tiles(len(works), [], len(works))
+    return results

@@ -85,11 +85,13 @@ Definitions:
   index value is finite (an index NaN where it is undefined is not clear).
 * Tiles of one UTM zone never overlap, but tiles of neighbouring UTM zones do: pass each
   tile's footprint (``Tile.footprint``) as ``footprint`` (and, if already at hand, its mask
-  ``agrimon.monitor.inside_mask(tile)`` as ``inside``; else it is made from the footprint)
+  ``agrimon.tilework.inside_mask(tile)`` as ``inside``; else it is made from the footprint)
   so that every piece of ground is counted once.
 
-Writing the table (Parquet and CSV, :func:`write_zonal_table`) is the only I/O here. In
-the **CSV only**, a zone name that a spreadsheet would run as a formula (starting with
+Writing the table (Parquet and CSV, :func:`write_zonal_table`) and a tile's partial (one
+``.npz`` file without pickles, :func:`save_partial` / :func:`load_partial`, for per-tile work
+units that combine later, maybe in another process) are the only I/O here. In the **CSV
+only**, a zone name that a spreadsheet would run as a formula (starting with
 ``=``, ``+``, ``-``, ``@``, tab, carriage return or line feed) is prefixed with a single
 quote ``'`` (OWASP's advice against CSV injection), and so is a name that already starts
 with ``'``: every name of the CSV that starts with ``'`` was thus escaped, and
@@ -99,8 +101,13 @@ Parquet and GeoPackage keep the names as they are.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import math
+import os
+import uuid
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,11 +138,14 @@ __all__ = [
     "MEDIAN_BINS",
     "MEDIAN_BIN_WIDTH",
     "MEDIAN_RANGE",
+    "PARTIAL_FORMAT",
     "TableFormat",
     "ZonalPartial",
     "ZonePixels",
     "combine_partials",
+    "load_partial",
     "read_zonal_table",
+    "save_partial",
     "write_zonal_table",
     "zonal_geodataframe",
     "zonal_partial",
@@ -1063,3 +1073,200 @@ def _csv_safe(table: pd.DataFrame) -> pd.DataFrame:
 def _parquet_engine() -> bool:
     """True when pandas can write Parquet (pyarrow or fastparquet importable)."""
     return any(importlib.util.find_spec(m) is not None for m in ("pyarrow", "fastparquet"))
+
+
+# --- partials on disk ----------------------------------------------------------------------------
+
+#: Version of the file format of :func:`save_partial`; :func:`load_partial` reads only this one.
+PARTIAL_FORMAT = 1
+
+#: What the metadata of a partial file says it holds.
+_PARTIAL_KIND = "agrimon.indices.zonal.ZonalPartial"
+
+#: Name of the member holding the JSON metadata (ASCII bytes as a 1-d uint8 array).
+_META = "meta"
+
+#: Array fields of :class:`ZonalPartial`, stored under their own names.
+_FIXED = ("zone_ids", "times", "pixels", "count", "mean", "m2", "binned")
+
+#: Per-zone fields (tuples of optional arrays, or None), stored as ``<field>_<zone>``.
+_PER_ZONE = ("values", "fallback", "histogram")
+
+
+class _BadPartialError(Exception):
+    """A partial file's content is not what :func:`save_partial` writes (internal)."""
+
+
+def save_partial(partial: ZonalPartial, path: Path) -> Path:
+    """Write a tile's partial statistics to one ``.npz`` file, atomically.
+
+    The file holds each array of ``partial`` as its own member (per-zone arrays as
+    ``values_<z>``, ``fallback_<z>`` and ``histogram_<z>``; entries that are None are left
+    out) and a ``meta`` member: ASCII JSON (as a uint8 array) with the format version, zone
+    names, index names, which per-zone entries are None, and every array's dtype and shape.
+    Nothing is pickled: ``np.load(path, allow_pickle=False)`` reads it. The file is written
+    to a temporary sibling and renamed (``os.replace``), so the final name never holds a
+    partly written file; an existing file there is replaced.
+
+    Args:
+        partial: A tile's (or combined) partial statistics.
+        path: The file to write (its folder is created if needed); used as given, no
+            suffix is added.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ProductError: The file cannot be written (nothing is left under ``path`` then).
+    """
+    path = Path(path)
+    arrays: dict[str, NDArray[Any]] = {name: np.asarray(getattr(partial, name)) for name in _FIXED}
+    present: dict[str, list[bool] | None] = {}
+    for field in _PER_ZONE:
+        entries: tuple[NDArray[Any] | None, ...] | None = getattr(partial, field)
+        present[field] = None if entries is None else [a is not None for a in entries]
+        for z, entry in enumerate(entries or ()):
+            if entry is not None:
+                arrays[f"{field}_{z}"] = np.asarray(entry)
+    meta = {
+        "kind": _PARTIAL_KIND,
+        "version": PARTIAL_FORMAT,
+        "names": list(partial.names),
+        "indices": list(partial.indices),
+        "present": present,
+        "arrays": {k: [a.dtype.str, list(a.shape)] for k, a in arrays.items()},
+    }
+    # ASCII JSON (non-ASCII escaped): every str, even a lone surrogate, comes back as it was.
+    arrays[_META] = np.frombuffer(json.dumps(meta).encode("ascii"), dtype=np.uint8)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("wb") as fh:
+            # Uncompressed: for ~1e6 float32 values np.savez writes in ~4 ms against ~270 ms
+            # for np.savez_compressed, whose file is only ~25 % smaller (index values
+            # compress poorly), and reads ~6x faster.
+            np.savez(fh, allow_pickle=False, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        raise ProductError(
+            f"cannot write the zonal partial {path} ({err.strerror or err}): "
+            "check that the folder is writable and the disk not full"
+        ) from err
+    finally:  # whatever stopped the write (an interrupt too), leave no temporary file
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_partial(path: Path) -> ZonalPartial:
+    """Read a partial written by :func:`save_partial`, exactly as it was.
+
+    Every array comes back with its dtype, shape and bits (NaN payloads included), and
+    every entry that was None is None.
+
+    Args:
+        path: A file written by :func:`save_partial`.
+
+    Returns:
+        The partial.
+
+    Raises:
+        ProductError: The file is missing or is not such a partial (truncated, other
+            members, another format version); the message names the file.
+    """
+    path = Path(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise _BadPartialError("a single array (.npy), not an .npz archive")
+        with loaded:
+            return _partial_from({k: loaded[k] for k in loaded.files})
+    except _BadPartialError as err:
+        reason = str(err)
+    except OSError as err:
+        reason = str(err.strerror or err)
+    except EOFError:
+        reason = "empty or cut short"
+    except ValueError as err:
+        # numpy takes a file that is neither .npz nor .npy for a pickle, which it refuses.
+        pickled = "pickle" in str(err)
+        reason = "not an .npz archive" if pickled else f"ValueError: {err}".splitlines()[0]
+    except zipfile.BadZipFile as err:  # cut short (no central directory) or bad CRC
+        reason = f"a damaged .npz archive: {err}".splitlines()[0]
+    except (KeyError, TypeError) as err:  # metadata of the wrong structure
+        reason = f"{type(err).__name__}: {err}".splitlines()[0]
+    raise ProductError(
+        f"{path} is not a readable zonal partial ({reason}): rerun with --force to compute it again"
+    )
+
+
+def _partial_from(members: dict[str, NDArray[Any]]) -> ZonalPartial:
+    """The partial held by the members of a partial file.
+
+    Raises:
+        _BadPartialError: The members are not those :func:`save_partial` writes.
+    """
+    if _META not in members:
+        raise _BadPartialError(f"no {_META!r} member")
+    try:
+        meta = json.loads(members.pop(_META).tobytes().decode("ascii"))
+    except ValueError as err:  # not ASCII, or not JSON
+        raise _BadPartialError(f"its {_META!r} member is not JSON metadata") from err
+    if not isinstance(meta, dict) or meta.get("kind") != _PARTIAL_KIND:
+        raise _BadPartialError("its metadata is not a zonal partial's")
+    if meta.get("version") != PARTIAL_FORMAT:
+        raise _BadPartialError(
+            f"format version {meta.get('version')!r}, this agrimon reads {PARTIAL_FORMAT}"
+        )
+    layout: dict[str, list[Any]] = meta["arrays"]
+    if set(layout) != set(members):
+        raise _BadPartialError(f"members {sorted(members)} differ from its metadata's")
+    for key, (dtype, shape) in layout.items():
+        arr = members[key]
+        if arr.dtype != np.dtype(dtype) or list(arr.shape) != shape:
+            raise _BadPartialError(
+                f"member {key!r} is {arr.dtype} {arr.shape}, not {dtype} {shape}"
+            )
+    names, indices = tuple(meta["names"]), tuple(meta["indices"])
+    if not all(isinstance(s, str) for s in (*names, *indices)):
+        raise _BadPartialError("zone or index names are not text")
+    n_zones = len(names)
+    for key in _FIXED:
+        if key not in members:
+            raise _BadPartialError(f"no {key!r} member")
+    grid = (n_zones, len(members["times"]), len(indices))
+    for key, shape in (("zone_ids", grid[:1]), ("pixels", grid[:1]), ("binned", grid[:1])):
+        if members[key].shape != shape:
+            raise _BadPartialError(f"member {key!r} has shape {members[key].shape}, not {shape}")
+    for key in ("count", "mean", "m2"):
+        if members[key].shape != grid:
+            raise _BadPartialError(f"member {key!r} has shape {members[key].shape}, not {grid}")
+    per_zone: dict[str, tuple[NDArray[Any] | None, ...] | None] = {}
+    for field in _PER_ZONE:
+        flags = meta["present"][field]
+        if flags is None:
+            per_zone[field] = None
+            continue
+        if len(flags) != n_zones:
+            raise _BadPartialError(f"{len(flags)} {field} entries for {n_zones} zones")
+        per_zone[field] = tuple(
+            members[f"{field}_{z}"] if flag else None for z, flag in enumerate(flags)
+        )
+    if per_zone["fallback"] is None:
+        raise _BadPartialError("no fallback entries")
+    return ZonalPartial(
+        zone_ids=members["zone_ids"],
+        names=names,
+        times=members["times"],
+        indices=indices,
+        pixels=members["pixels"],
+        count=members["count"],
+        mean=members["mean"],
+        m2=members["m2"],
+        values=per_zone["values"],
+        fallback=per_zone["fallback"],
+        binned=members["binned"],
+        histogram=per_zone["histogram"],
+    )

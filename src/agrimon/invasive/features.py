@@ -204,7 +204,7 @@ def feature_stack(
 
 
 def _phenology_params(southern: bool) -> phenology.PhenologyParams:
-    from agrimon.monitor import phenology_params  # the monitor imports this module
+    from agrimon.tilework import phenology_params  # it imports this module
 
     return phenology_params(southern=southern)
 

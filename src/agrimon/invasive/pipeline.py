@@ -89,7 +89,7 @@ def _southern(tile: Tile) -> bool:
 
 
 def _phenology_params(southern: bool) -> Any:
-    from agrimon.monitor import phenology_params  # the monitor imports this package
+    from agrimon.tilework import phenology_params  # it imports this package
 
     return phenology_params(southern=southern)
 
@@ -118,7 +118,8 @@ def write_feature_raster(
     Raises:
         ConfigError: The AOI spans two UTM zones (train on one zone at a time).
     """
-    from agrimon.monitor import inside_mask, make_plan, require_scenes, zone_grids
+    from agrimon.monitor import make_plan, require_scenes, zone_grids
+    from agrimon.tilework import inside_mask
 
     check_season(spec)
     plan = make_plan(spec)
@@ -474,7 +475,7 @@ def map_tile(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Class, probability and uncertainty of one tile, nodata outside the AOI."""
     from agrimon.invasive.predict import CLASS_NODATA, PERCENT_NODATA, class_products, predict_tile
-    from agrimon.monitor import inside_mask
+    from agrimon.tilework import inside_mask
 
     with torch_threads(1):
         probs = predict_tile(loaded.model, read, tile.geobox, halo=loaded.config.halo)
