@@ -11,17 +11,21 @@ mosaics, vectors, tables, report, catalog and manifest from the persisted tiles.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import Task, flow, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 
 from agrimon import monitor as stages
-from agrimon.cluster import connect
+from agrimon.cluster import tile_cluster
 from agrimon.config import RunSpec
 from agrimon.plan import RunPlan
 from agrimon.products.manifest import RunClock
+from agrimon.products.summary import report_link, run_summary
 from agrimon.products.workspace import workspace
 from agrimon.tilework import TileResult, TileWork, finished, run_tile
 
@@ -59,6 +63,29 @@ def assemble(plan: RunPlan, results: list[TileResult], clock: RunClock) -> Path:
     return stages.write_products(plan, results, clock=clock)
 
 
+@task(name="publish artifacts", cache_policy=NO_CACHE)
+def publish_artifacts(folder: Path, aoi_name: str) -> None:
+    """The run's summary (Markdown) and a link to its report, as Prefect artifacts."""
+    key = artifact_key(aoi_name)
+    create_markdown_artifact(
+        markdown=run_summary(folder), key=key, description=f"agrimon run {folder.name}"
+    )
+    link = report_link(folder)
+    if link is not None:
+        create_link_artifact(
+            link=link,
+            link_text=f"report {folder.name}",
+            key=f"{key}-report",
+            description="The run's report.html (open it on the machine that ran it)",
+        )
+
+
+def artifact_key(aoi_name: str) -> str:
+    """A Prefect artifact key for an AOI: lowercase letters, digits and dashes."""
+    slug = re.sub(r"[^a-z0-9]+", "-", aoi_name.lower()).strip("-") or "aoi"
+    return f"agrimon-{slug}"
+
+
 @flow(name="monitor", log_prints=True)
 def monitor(spec: RunSpec) -> Path:
     """Monitor an AOI over a period and write its products.
@@ -77,23 +104,36 @@ def monitor(spec: RunSpec) -> Path:
         _log.info("%s is complete: nothing to do (--force reruns it)", done)
         return done
     final = stages.final_folder(plan)
-    with workspace(final) as work, connect(spec.dask_address):
+    with (
+        workspace(final) as work,
+        tile_cluster(spec.dask_address, workers=spec.workers) as address,
+    ):
         works = stages.tile_work(plan, work)
+        storage = (work / RESULTS_FOLDER).absolute()
         with clock.stage("tiles"):
-            results = _run_tiles(works, (work / RESULTS_FOLDER).absolute())
-        return assemble(plan, results, clock)
+            if address is None:
+                results = stages.run_tiles(works, lambda one: _tile_task(one, storage)(one))
+            else:
+                results = _on_cluster(works, storage, address)
+        folder = assemble(plan, results, clock)
+    publish_artifacts(folder, plan.aoi.name)
+    return folder
 
 
-def _run_tiles(works: list[TileWork], storage: Path) -> list[TileResult]:
-    """Every tile's task, in turn, in this thread (see :func:`agrimon.monitor.run_tiles`)."""
+def _tile_task(one: TileWork, storage: Path) -> Task[[TileWork], TileResult]:
+    """The tile task for one tile: named after it, its result persisted in ``storage``."""
+    return tile.with_options(
+        task_run_name=f"tile {one.tile.id}",
+        result_storage=storage,
+        # A tile whose files are gone must not come back from a cached result.
+        refresh_cache=finished(one) is None,
+    )
 
-    def run(one: TileWork) -> TileResult:
-        options = tile.with_options(
-            task_run_name=f"tile {one.tile.id}",
-            result_storage=storage,
-            # A tile whose files are gone must not come back from a cached result.
-            refresh_cache=finished(one) is None,
-        )
-        return options(one)
 
-    return stages.run_tiles(works, run)
+def _on_cluster(works: list[TileWork], storage: Path, address: str) -> list[TileResult]:
+    """Every tile's task on the Dask cluster at ``address``; results in tile order."""
+    from prefect_dask.task_runners import DaskTaskRunner
+
+    with DaskTaskRunner(address=address) as runner:
+        futures = [runner.submit(_tile_task(one, storage), {"work": one}) for one in works]
+        return stages.gather_tiles(works, futures, as_completed(futures))

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -43,11 +49,20 @@ def test_cluster_run_equals_local_run(cluster: LocalCluster, tmp_path: Path) -> 
         with rasterio.open(local / f"{name}.tif") as a, rasterio.open(remote / f"{name}.tif") as b:
             assert a.transform == b.transform
             np.testing.assert_array_equal(a.read(1), b.read(1))
-    # The work really ran on the workers.
+    # The work really ran on the two workers, one tile per task.
     from distributed import Client
 
     with Client(cluster.scheduler_address) as client:
-        assert len(client.scheduler_info()["workers"]) == 2
+        pids = set(client.run(os.getpid).values())
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert _computed_by(remote) <= pids and len(_computed_by(remote)) == 2
+    assert _computed_by(local) == {os.getpid()}
+
+
+def _computed_by(folder: Path) -> set[int]:
+    """Pids of the processes that computed the run's tiles (from its manifest)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    return {int(t["worker"].rsplit(":", 1)[1]) for t in manifest["tiles"]}
 
 
 def test_address_from_the_environment(
@@ -65,3 +80,80 @@ def test_unreachable_scheduler_is_a_one_line_error() -> None:
     with pytest.raises(ConfigError) as err, connect("tcp://127.0.0.1:9", timeout_s=2):
         pass
     assert "tcp://127.0.0.1:9" in str(err.value) and "\n" not in str(err.value)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_the_cli_on_a_scheduler_and_two_worker_processes_equals_a_local_run(
+    tmp_path: Path,
+) -> None:
+    from .test_cli_run import SHORT, _env, _run, _wait_gone
+
+    bin_dir = Path(sys.executable).parent
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = _env(tmp_path / "prefect")
+    started = [
+        subprocess.Popen(
+            [
+                str(bin_dir / "dask"),
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        for _ in range(2):
+            started.append(
+                subprocess.Popen(
+                    [
+                        str(bin_dir / "dask"),
+                        "worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        "--host",
+                        "127.0.0.1",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+            pids = set(client.run(os.getpid).values())
+        args = ["run", *SHORT, "--no-phenology"]
+        local = _run([*args, "--out", str(tmp_path / "local")], env)
+        assert local.returncode == 0, local.stderr[-3000:]
+        remote = _run([*args, "--out", str(tmp_path / "cluster"), "--dask-address", address], env)
+        assert remote.returncode == 0, remote.stderr[-3000:]
+        a = Path(local.stdout.strip().splitlines()[-1])
+        b = Path(remote.stdout.strip().splitlines()[-1])
+        digests = [
+            {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(f.glob("*.tif"))}
+            for f in (a, b)
+        ]
+        assert digests[0] == digests[1] and len(digests[0]) >= 2
+        assert _computed_by(b) == pids  # every tile on a worker, both workers used
+    finally:
+        for proc in reversed(started):
+            proc.terminate()
+        for proc in started:
+            proc.wait(timeout=30)
+    assert _wait_gone([p.pid for p in started]) == []

@@ -224,6 +224,16 @@ def test_serve_runs_a_schedule_on_a_real_server(
         str(end),
     )
     assert (folder / "ndvi_median.tif").is_file()
+    # The run published its summary and a link to its report as Prefect artifacts.
+    with httpx.Client(base_url=url, timeout=10) as client:
+        body = {"artifacts": {"key": {"any_": ["agrimon-tiny", "agrimon-tiny-report"]}}}
+        artifacts = {a["key"]: a for a in client.post("/artifacts/filter", json=body).json()}
+    summary = artifacts["agrimon-tiny"]
+    assert summary["type"] == "markdown"
+    assert summary["data"].startswith(f"# tiny: {start} to {end}\n")
+    assert "## Data quality" in summary["data"]
+    link = artifacts["agrimon-tiny-report"]
+    assert (folder / "report.html").resolve().as_uri() in link["data"]
 
     theirs.update(_descendants(server.pid), {server.pid})
     server.send_signal(signal.SIGTERM)

@@ -139,6 +139,13 @@ _RUN_OPTIONS: list[tuple[str, Any, Any]] = [
         "URL",
     ),
     _option(
+        "workers",
+        int,
+        1,
+        "Local worker processes computing tiles side by side (a local Dask cluster).",
+        "N",
+    ),
+    _option(
         "invasive_model",
         str,
         "auto",
@@ -275,6 +282,7 @@ def _spec(values: dict[str, Any]) -> RunSpec:
         change=values.get("change", True),
         force=values.get("force", False),
         dask_address=values["dask_address"],
+        workers=values.get("workers", 1),
         source_settings=settings,
     )
 

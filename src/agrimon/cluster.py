@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -86,3 +87,62 @@ def connect(address: str | None, *, timeout_s: float = 30.0) -> Iterator[str]:
         yield target
     finally:
         client.close()  # type: ignore[no-untyped-call]
+
+
+def local_threads(workers: int) -> int:
+    """Threads per process of a local cluster of ``workers`` processes: the cores shared."""
+    return max(1, (os.cpu_count() or 1) // max(workers, 1))
+
+
+@contextmanager
+def tile_cluster(
+    address: str | None, *, workers: int = 1, timeout_s: float = 30.0
+) -> Iterator[str | None]:
+    """Where the run's tiles are computed, for the duration of the block.
+
+    Each tile is one unit of work; on a cluster each runs whole on one worker, with that
+    worker's threads, and writes its results to the run's work folder (which the workers
+    must see: the same machine, or a shared file system).
+
+    Args:
+        address: An existing scheduler (else ``DASK_SCHEDULER_ADDRESS``), or None.
+        workers: Without an address, this many local worker processes (a
+            ``LocalCluster`` on 127.0.0.1, stopped with the block); 1 computes the tiles
+            one after the other in this process.
+        timeout_s: How long to wait for the scheduler.
+
+    Yields:
+        The scheduler address, or None for this process.
+    """
+    target = scheduler_address(address)
+    if target is not None:
+        check_scheduler(address, timeout_s=timeout_s)
+        yield target
+        return
+    if workers <= 1:
+        yield None
+        return
+    from distributed import LocalCluster
+
+    with LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=workers,
+        threads_per_worker=local_threads(workers),
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    ) as cluster:
+        yield str(cluster.scheduler_address)
+
+
+def on_worker() -> bool:
+    """Whether this code runs inside a dask.distributed worker."""
+    try:
+        from distributed import get_worker
+    except ImportError:
+        return False
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True

@@ -68,6 +68,9 @@ class RunSpec(BaseModel):
         force: Run again although the products exist (else a complete run is a no-op).
             Tiles an interrupted run finished are reused either way: their keys hash
             every input and agrimon's code.
+        workers: Local worker processes computing tiles side by side (a local Dask
+            cluster); 1 computes them one after the other in this process. Ignored with
+            ``dask_address``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -93,6 +96,7 @@ class RunSpec(BaseModel):
     compare: Path | None = None
     change: bool = True
     force: bool = False
+    workers: int = Field(default=1, ge=1, le=256)
 
     @field_validator("indices", mode="before")
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pyogrio
 from odc.geo.geobox import GeoBox
 
 from agrimon.aoi import Aoi, read_aoi
-from agrimon.cluster import check_scheduler, connect
+from agrimon.cluster import check_scheduler, tile_cluster
 from agrimon.config import RunSpec
 from agrimon.errors import ConfigError, SourceError
 from agrimon.grid import Tile, geobox_for, zone_pieces
@@ -366,7 +366,9 @@ def write_products(
             tables=tables,
             aoi=plan.aoi.geometry,
         )
-        write_manifest(folder, run_record(plan), started=clock.started, timings=clock.timings)
+        write_manifest(
+            folder, run_record(plan, results), started=clock.started, timings=clock.timings
+        )
     update_latest(final.parent)
     return final
 
@@ -390,7 +392,8 @@ def earlier_run(spec: RunSpec, final: Path, epsgs: Sequence[int]) -> Run | None:
 def report_tiles(done: int, running: Sequence[Tile], total: int) -> None:
     """Log the tiles now computing (the terminal's progress bar and Prefect's UI read it)."""
     if running:
-        ids = ", ".join(t.id for t in running)
+        ids = ", ".join(t.id for t in running[:4])
+        ids += f" and {len(running) - 4} more" if len(running) > 4 else ""
         message = f"{done} of {total} tiles done; computing {ids}"
     else:
         message = f"computed {done} of {total} tiles; writing tables, catalog and manifest"
@@ -416,9 +419,14 @@ def write_zone_tables(
     return table, {p.suffix.lstrip("."): p for p in paths}
 
 
-def run_record(plan: RunPlan) -> dict[str, Any]:
-    """Inputs, parameters and scenes of a run, for the manifest."""
+def run_record(plan: RunPlan, results: Sequence[TileResult] = ()) -> dict[str, Any]:
+    """Inputs, parameters and scenes of a run, for the manifest.
+
+    With the tiles' results, each tile also records its key (the hash of its inputs), the
+    process that computed it and whether this run reused it from an interrupted one.
+    """
     source = get_source(plan.spec.source, plan.spec.source_settings)
+    done = {r.tile.id: r for r in results}
     return {
         "flow": "monitor",
         "parameters": plan.spec.model_dump(mode="json"),
@@ -437,6 +445,15 @@ def run_record(plan: RunPlan) -> dict[str, Any]:
                 "epsg": t.tile.epsg,
                 "bounds": list(t.tile.area_bounds),
                 "scenes": [s.id for s in t.scenes],
+                **(
+                    {
+                        "key": done[t.tile.id].folder.name,
+                        "worker": done[t.tile.id].worker,
+                        "reused": not done[t.tile.id].computed,
+                    }
+                    if t.tile.id in done
+                    else {}
+                ),
             }
             for t in plan.tiles
         ],
@@ -552,11 +569,44 @@ def run_monitor(spec: RunSpec) -> Path:
     if done is not None and not spec.force:
         _log.info("%s is complete: nothing to do (force reruns it)", done)
         return done
-    with workspace(final_folder(plan)) as work, connect(spec.dask_address):
+    with (
+        workspace(final_folder(plan)) as work,
+        tile_cluster(spec.dask_address, workers=spec.workers) as address,
+    ):
         works = tile_work(plan, work)
         with clock.stage("tiles"):
-            results = run_tiles(works)
+            results = run_tiles(works) if address is None else distribute(works, address)
         return write_products(plan, results, clock=clock)
+
+
+def distribute(works: Sequence[TileWork], address: str) -> list[TileResult]:
+    """Each tile's work as one task on the cluster at ``address``; results in tile order."""
+    from distributed import Client, as_completed
+
+    with Client(address, set_as_default=False) as client:  # type: ignore[no-untyped-call]
+        futures = client.map(run_tile, list(works), pure=False)
+        completed = as_completed(futures, loop=client.loop)  # type: ignore[no-untyped-call]
+        return gather_tiles(works, futures, completed)
+
+
+def gather_tiles(
+    works: Sequence[TileWork], futures: Sequence[Any], completed: Iterable[Any]
+) -> list[TileResult]:
+    """The tiles' results in tile order, reporting progress as their futures complete.
+
+    Args:
+        works: The tiles' work.
+        futures: One future per tile, in the same order (Prefect's or dask's).
+        completed: The same futures as they complete.
+    """
+    position = {id(f): i for i, f in enumerate(futures)}
+    results: list[TileResult | None] = [None] * len(works)
+    report_tiles(0, [w.tile for w in works], len(works))
+    for done, future in enumerate(completed, start=1):
+        results[position[id(future)]] = future.result()
+        left = [w.tile for w, r in zip(works, results, strict=True) if r is None]
+        report_tiles(done, left, len(works))
+    return [r for r in results if r is not None]
 
 
 def run_tiles(

@@ -20,13 +20,15 @@ import json
 import logging
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import dask
 import geopandas as gpd
 import numpy as np
 import rasterio
@@ -36,6 +38,7 @@ from numpy.typing import NDArray
 from rasterio.features import geometry_mask
 
 import agrimon
+from agrimon.cluster import on_worker
 from agrimon.config import RunSpec
 from agrimon.errors import ProductError, SourceError
 from agrimon.grid import Tile
@@ -84,6 +87,7 @@ _NOT_PIXELS = {
     "out",
     "max_area_km2",
     "dask_address",
+    "workers",
     "invasive_model",
     "yield_model",
     "fields",
@@ -328,7 +332,8 @@ class TileResult:
         folder: Its results' folder.
         layers: Raster layers it holds (``<name>.tif`` each).
         confusion: ``[[tn, fp], [fn, tp]]`` of its map against the demo truth, or None.
-        computed: True when this process computed it, False when it was reused.
+        computed: True when this call computed it, False when it was reused.
+        worker: ``host:pid`` of the process that computed it.
     """
 
     tile: Tile
@@ -336,6 +341,7 @@ class TileResult:
     layers: tuple[str, ...]
     confusion: tuple[tuple[int, ...], ...] | None = None
     computed: bool = True
+    worker: str = ""
 
     def read(self, name: str) -> NDArray[Any]:
         """A layer's pixels on the tile's grid."""
@@ -398,6 +404,7 @@ def finished(work: TileWork) -> TileResult | None:
         layers,
         None if confusion is None else tuple(tuple(int(v) for v in row) for row in confusion),
         computed=False,
+        worker=str(record.get("worker", "")),
     )
 
 
@@ -414,6 +421,11 @@ def run_tile(work: TileWork) -> TileResult:
         _log.info("tile %s: reusing its finished results", work.tile.id)
         return done
     try:
+        if on_worker():
+            # On a cluster the tile is this worker's whole task: its graph runs on the
+            # worker's own threads, not back through the scheduler.
+            with dask.config.set(scheduler="threads"):
+                return _compute(work)
         return _compute(work)
     except SourceError as err:
         if work.tile.id in str(err):
@@ -471,6 +483,7 @@ def _compute(work: TileWork) -> TileResult:
             "tile": tile.id,
             "layers": list(layers),
             "confusion": confusion,
+            "worker": f"{socket.gethostname()}:{os.getpid()}",
         }
         (stage / RESULT_JSON).write_text(json.dumps(record, indent=1) + "\n")
         _publish(stage, work.folder)
@@ -480,7 +493,7 @@ def _compute(work: TileWork) -> TileResult:
     result = finished(work)
     if result is None:
         raise ProductError(f"tile {tile.id}: its results in {work.folder} could not be read back")
-    return TileResult(result.tile, result.folder, result.layers, result.confusion, computed=True)
+    return replace(result, computed=True)
 
 
 def _publish(stage: Path, folder: Path) -> None:
