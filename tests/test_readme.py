@@ -55,6 +55,7 @@ def test_the_python_api_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     folder = Path(str(namespace["folder"]))
     assert folder == Path("outputs/grootfontein/2024-01-01_2024-01-31")
     assert printed.strip().splitlines()[-1] == str(folder)
+    assert not (tmp_path / folder.parent / f".{folder.name}.work").exists()  # removed
     assert "dask.array" in printed  # the lazy layer, printed before anything computed
     with rasterio.open(tmp_path / folder / "ndvi_median.tif") as src:
         ndvi = src.read(1)
