@@ -36,12 +36,15 @@ def index_bands(spec: RunSpec) -> tuple[str, ...]:
 
 
 THREADS_DEFAULT = 2
-#: Resident memory of the ``agrimon run`` process before it computes (measured: 340 MiB).
-PROCESS_BYTES = 340 << 20
+#: Resident memory of the ``agrimon run`` process beside its tile in flight: Python, numpy,
+#: GDAL, dask, Prefect's client and what the assembly of the products holds (pictures,
+#: report, QGIS project); calibrated on the measured runs below.
+PROCESS_BYTES = 640 << 20
 #: Memory per pixel of a tile in flight whatever the dates (calibrated on measured runs).
 TILE_PIXEL_BYTES = 130
-#: Tiles computed at once (see ``monitor.TILES_IN_FLIGHT``).
-TILES_IN_FLIGHT = 2
+#: Tiles a process computes at once: one (its chunks on every thread), see
+#: :func:`agrimon.monitor.run_tiles`; a cluster's worker also holds one per task.
+TILES_IN_FLIGHT = 1
 
 
 @dataclass(frozen=True)
@@ -98,10 +101,9 @@ class RunPlan:
         (:data:`TILE_PIXEL_BYTES`). It depends on the chunk and tile sizes and the number of
         dates, not on the AOI's size; the COGs are finished with a fixed GDAL cache. A run
         that maps encroachment also holds every band of a chunk's series and each tile's
-        feature image. Measured peaks on 2 cores: 0.55 GiB for a 10-day run of the default
-        AOI, 2.8 GiB for the default demo year without a model and 4.0 GiB with it, 0.77 GiB
-        for Nakuru county (7,500 km², four UTM zones, 120 tiles, 10 days); this predicts each
-        within 15 %.
+        feature image. Measured peaks on 2 cores, one tile in flight: 0.76 GiB for a 10-day
+        run of the default AOI, 3.6 GiB for the default demo year with its model, 0.74 GiB
+        for Vihiga county (two UTM zones, 16 tiles, 10 days); this predicts each within 10 %.
         """
         dates = max((len(t.scenes) for t in self.tiles), default=0)
         n_bands = len(index_bands(self.spec)) - 1
