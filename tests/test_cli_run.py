@@ -411,7 +411,7 @@ def test_verbose_brings_prefects_lines_back(tmp_path: Path) -> None:
     proc = _run(["run", *SHORT, "--out", str(tmp_path / "out"), "-v"], _env(tmp_path / "p"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Task run 'plan tiles" in proc.stderr and "Finished in state Completed" in proc.stderr
-    assert "agrimon.monitor - computing tiles 1-2 of 4" in proc.stderr
+    assert "agrimon.monitor - 0 of 4 tiles done; computing 34S_" in proc.stderr
     assert proc.stdout.strip() == str(tmp_path / "out" / "grootfontein" / "2024-02-01_2024-02-15")
 
 

@@ -48,6 +48,7 @@ from agrimon.plan import TilePlan, monitor_bands
 from agrimon.products.cog import Layer
 from agrimon.products.folder import writing
 from agrimon.products.manifest import sha256_file
+from agrimon.products.workspace import TILES_FOLDER
 from agrimon.sources import get_source
 
 if TYPE_CHECKING:  # torch is imported only by runs that map
@@ -55,8 +56,6 @@ if TYPE_CHECKING:  # torch is imported only by runs that map
 
 _log = logging.getLogger(__name__)
 
-#: Folder of the tiles' results inside a run's work folder.
-TILES_FOLDER = "tiles"
 RESULT_JSON = "result.json"
 ZONAL_NPZ = "zonal.npz"
 UNITS_NPZ = "units.npz"

@@ -25,6 +25,8 @@ from agrimon.errors import ConfigError, InterruptedRun
 #: Name suffix of a run's work folder beside its product folder.
 WORK_SUFFIX = ".work"
 LOCK = "lock"
+#: Folder of the finished tiles' results inside a work folder (see ``agrimon.tilework``).
+TILES_FOLDER = "tiles"
 
 
 def work_folder(final: Path) -> Path:
@@ -78,16 +80,27 @@ def workspace(final: Path) -> Iterator[Path]:
 
     On success and on :class:`InterruptedRun` / ``KeyboardInterrupt`` (the user stopped the
     run) the folder is removed, and so are the parent folders it made that are still empty;
-    on any other failure it is kept so that the same command resumes from its tiles.
+    on any other failure it is kept, when it holds a finished tile, so that the same command
+    resumes from its tiles.
     """
     made = [p for p in (final.parent, *final.parent.parents) if not p.exists()]
     with run_lock(final) as work:
         try:
             yield work
-        except (InterruptedRun, KeyboardInterrupt):
-            remove_work(final, made)
+        except BaseException as err:
+            # A stop (Ctrl-C, SIGTERM, or Prefect's signals, which are BaseExceptions) is a
+            # cancel; a failure keeps the tiles it finished, if any, for the rerun.
+            stopped = isinstance(err, InterruptedRun) or not isinstance(err, Exception)
+            if stopped or not _has_tiles(work):
+                remove_work(final, made)
             raise
         remove_work(final, made)
+
+
+def _has_tiles(work: Path) -> bool:
+    """Whether the work folder holds a finished tile (its ``tiles/<key>/`` folders)."""
+    tiles = work / TILES_FOLDER
+    return tiles.is_dir() and any(not p.name.startswith(".") for p in tiles.iterdir())
 
 
 def remove_work(final: Path, made: list[Path] | None = None) -> None:
