@@ -45,8 +45,7 @@ from agrimon.grid import Tile
 from agrimon.indices import composites, masks, phenology, spectral, zonal
 from agrimon.invasive.features import SEASON_V1, feature_stack, monitor_model, season_window
 from agrimon.plan import TilePlan, monitor_bands
-from agrimon.products.cog import Layer
-from agrimon.products.folder import writing
+from agrimon.products.cog import Layer, write_geotiff
 from agrimon.products.manifest import sha256_file
 from agrimon.products.workspace import TILES_FOLDER
 from agrimon.sources import get_source
@@ -465,7 +464,16 @@ def _compute(work: TileWork) -> TileResult:
     try:
         stage.mkdir(parents=True)
         for name, (layer, arr) in layers.items():
-            _write_tile_raster(stage / f"{name}.tif", tile, layer, arr)
+            # Fast ZSTD: a tile's layer is read back once, by the assembly.
+            write_geotiff(
+                stage / f"{name}.tif",
+                tile.geobox,
+                arr,
+                dtype=layer.dtype,
+                nodata=layer.nodata,
+                compress="ZSTD",
+                zstd_level=1,
+            )
         for file, frame in partials.items():
             partial = zonal.zonal_partial(
                 series,
@@ -502,32 +510,6 @@ def _publish(stage: Path, folder: Path) -> None:
     except OSError:
         if not (folder / RESULT_JSON).is_file():
             raise
-
-
-def _write_tile_raster(path: Path, tile: Tile, layer: Layer, values: NDArray[Any]) -> None:
-    """One layer of a tile as a tiled GeoTIFF (fast ZSTD: it is read back once)."""
-    height, width = tile.geobox.shape
-    with (
-        writing(path),
-        rasterio.open(
-            path,
-            "w",
-            driver="GTiff",
-            width=width,
-            height=height,
-            count=1,
-            dtype=layer.dtype,
-            crs=str(tile.geobox.crs.to_wkt()) if tile.geobox.crs is not None else None,
-            transform=tile.geobox.affine,
-            nodata=layer.nodata,
-            tiled=True,
-            blockxsize=256,
-            blockysize=256,
-            compress="ZSTD",
-            zstd_level=1,
-        ) as dst,
-    ):
-        dst.write(np.asarray(values, dtype=layer.dtype), 1)
 
 
 def _monitor_checkpoint(spec: RunSpec) -> LoadedModel | None:

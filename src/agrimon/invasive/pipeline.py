@@ -42,7 +42,7 @@ from agrimon.invasive.labels import (
 from agrimon.invasive.model import torch_threads
 from agrimon.invasive.train import Progress, TrainOptions, make_problem, train
 from agrimon.plan import TilePlan
-from agrimon.products.cog import CogWriter, Layer, window_of
+from agrimon.products.cog import CogWriter, Layer, window_of, write_geotiff
 from agrimon.products.folder import staged_folder, writing
 from agrimon.sources import get_source
 from agrimon.sources.base import ALL_BANDS
@@ -207,28 +207,7 @@ def demo_label_mask(grid: GeoBox, features: Path) -> np.ndarray:
 
 def write_label_raster(path: Path, grid: GeoBox, mask: np.ndarray) -> Path:
     """A uint8 label GeoTIFF on the feature grid (0 = unlabelled)."""
-    height, width = grid.shape
-    with (
-        writing(path),
-        rasterio.open(
-            path,
-            "w",
-            driver="GTiff",
-            width=width,
-            height=height,
-            count=1,
-            dtype="uint8",
-            crs=grid.crs.to_wkt() if grid.crs else None,
-            transform=grid.affine,
-            nodata=0,
-            tiled=True,
-            blockxsize=256,
-            blockysize=256,
-            compress="deflate",
-        ) as dst,
-    ):
-        dst.write(mask, 1)
-    return path
+    return write_geotiff(path, grid, mask, dtype="uint8", nodata=0)
 
 
 # --- training -------------------------------------------------------------------------

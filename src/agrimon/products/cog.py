@@ -388,3 +388,47 @@ def write_cog(
         for part, values in pieces:
             writer.write(part, values)
     return path
+
+
+def write_geotiff(
+    path: Path,
+    grid: GeoBox,
+    values: NDArray[np.generic],
+    *,
+    dtype: str,
+    nodata: float | None,
+    **creation: Any,
+) -> Path:
+    """One band on ``grid`` as a plain tiled GeoTIFF (not a COG: working files, labels).
+
+    Args:
+        path: Output file.
+        grid: The band's pixel grid.
+        values: The pixels, ``grid.shape``.
+        dtype: Their data type in the file.
+        nodata: The nodata value, or None.
+        **creation: GDAL creation options (``compress="ZSTD"``…); default DEFLATE.
+    """
+    height, width = grid.shape
+    options = {"compress": "deflate", **creation}
+    with (
+        writing(path),
+        rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=width,
+            height=height,
+            count=1,
+            dtype=dtype,
+            crs=grid.crs.to_wkt() if grid.crs is not None else None,
+            transform=grid.affine,
+            nodata=nodata,
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+            **options,
+        ) as dst,
+    ):
+        dst.write(np.asarray(values, dtype=dtype), 1)
+    return path

@@ -355,13 +355,14 @@ def _assessment_table(table: pd.DataFrame, areas: pd.DataFrame | None) -> str:
     rows = []
     for _, r in table.iterrows():
         zone, cls = str(r["zone"]), str(r["class"])
-        mapped = _get(r, "map_area_ha_biased")
+        mapped = cell(r, "map_area_ha_biased")
         if mapped is None:
             mapped = biased.get((zone, cls))
-        area, ci = _get(r, "area_ha"), _get(r, "area_ha_ci95")
-        users = _pm(_pct(_get(r, "users_accuracy")), _pct(_get(r, "users_accuracy_ci95")))
+        area, ci = cell(r, "area_ha"), cell(r, "area_ha_ci95")
+        users = _pm(_pct(cell(r, "users_accuracy")), _pct(cell(r, "users_accuracy_ci95")))
         producers = _pm(
-            _pct(_get(r, "producers_accuracy")), _pct(_get(r, "producers_accuracy_ci95"))
+            _pct(cell(r, "producers_accuracy")),
+            _pct(cell(r, "producers_accuracy_ci95")),
         )
         low = None if area is None or ci is None else area - ci
         high = None if area is None or ci is None else area + ci
@@ -372,10 +373,10 @@ def _assessment_table(table: pd.DataFrame, areas: pd.DataFrame | None) -> str:
                 f"<td>{_num(mapped)}</td>",
                 f"<td>{_pm(area, ci)}</td>",
                 f"<td>{_num(low)} – {_num(high)}</td>",
-                f"<td>{_pm(_get(r, 'area_percent'), _get(r, 'area_percent_ci95'))}</td>",
+                f"<td>{_pm(cell(r, 'area_percent'), cell(r, 'area_percent_ci95'))}</td>",
                 f"<td>{users}</td>",
                 f"<td>{producers}</td>",
-                f"<td>{_num(_get(r, 'samples_in_zone'), 0)}</td>",
+                f"<td>{_num(cell(r, 'samples_in_zone'), 0)}</td>",
             ]
         )
     headers = [
@@ -399,8 +400,8 @@ def _map_area_table(areas: pd.DataFrame) -> str:
         [
             f'<td class="t">{_e(r["zone"])}</td>',
             f'<td class="t">{_e(r["class"])}</td>',
-            f"<td>{_num(_get(r, 'map_area_ha_biased'))}</td>",
-            f"<td>{_num(_get(r, 'map_area_percent'))}</td>",
+            f"<td>{_num(cell(r, 'map_area_ha_biased'))}</td>",
+            f"<td>{_num(cell(r, 'map_area_percent'))}</td>",
         ]
         for _, r in areas.iterrows()
     ]
@@ -439,8 +440,8 @@ def _accuracy(path: Path) -> str:
     parts = ["<h3>Map accuracy against the demo truth</h3>"]
     if "truth" in data:
         parts.append(f"<p>Truth: {_e(data['truth'])}.</p>")
-    overall = _float(data.get("overall_accuracy"))
-    pixels = _float(data.get("pixels"))
+    overall = finite(data.get("overall_accuracy"))
+    pixels = finite(data.get("pixels"))
     parts.append(
         f"<p>Overall accuracy {_num(_pct(overall))} % over {_num(pixels, 0)} pixels "
         "(every AOI pixel scored: the demo world's truth is known everywhere).</p>"
@@ -451,8 +452,8 @@ def _accuracy(path: Path) -> str:
         rows = []
         for name, stats in classes.items():
             stats = stats if isinstance(stats, dict) else {}
-            cells = [f"<td>{_num(_float(stats.get(k)), 3)}</td>" for k in keys]
-            support = _num(_float(stats.get("support")), 0)
+            cells = [f"<td>{_num(finite(stats.get(k)), 3)}</td>" for k in keys]
+            support = _num(finite(stats.get("support")), 0)
             rows.append([f'<td class="t">{_e(name)}</td>', *cells, f"<td>{support}</td>"])
         parts.append(_table(["Class", "Precision", "Recall", "F1", "IoU", "Pixels"], rows))
     return "\n".join(parts)
@@ -496,11 +497,11 @@ def _yields(folder: Path, inputs: ReportInputs) -> str:
             f'<td class="t">{_e(r["unit"])}</td>',
             f"<td>{_e(_text(r.get('year')))}</td>",
             f'<td class="t">{_e(_text(r.get("lead")))}</td>',
-            f"<td>{_num(_get(r, 'forecast'), 2)}</td>",
-            f"<td>{_num(_get(r, 'p10'), 2)}</td>",
-            f"<td>{_num(_get(r, 'p90'), 2)}</td>",
-            f"<td>{_num(_get(r, 'area_ha'))}</td>",
-            f"<td>{_num(_get(r, 'production_t'))}</td>",
+            f"<td>{_num(cell(r, 'forecast'), 2)}</td>",
+            f"<td>{_num(cell(r, 'p10'), 2)}</td>",
+            f"<td>{_num(cell(r, 'p90'), 2)}</td>",
+            f"<td>{_num(cell(r, 'area_ha'))}</td>",
+            f"<td>{_num(cell(r, 'production_t'))}</td>",
         ]
         for _, r in shown.iterrows()
     ]
@@ -553,14 +554,14 @@ def _quality(folder: Path, inputs: ReportInputs) -> str:
             clear = int(r["clear_dates"])
             level = "q0" if clear == 0 else "q1" if clear == 1 else "q2"
             tip = f"{clear} of {int(r['dates'])} dates clear; mean clear fraction "
-            tip += f"{_num(_pct(_float(r['mean_clear_fraction'])), 0)} %"
+            tip += f"{_num(_pct(finite(r['mean_clear_fraction'])), 0)} %"
             cells.append(f'<td class="{level}" title="{_e(tip)}">{clear}</td>')
         mine = counts[counts["zone"] == zone]
         cells.append(f"<td>{int(mine['clear_dates'].sum())} / {int(mine['dates'].sum())}</td>")
         # Mean over the zone's dates (each date once, whatever the number of indices).
         weights = mine["dates"].to_numpy(dtype=float)
         fractions = mine["mean_clear_fraction"].to_numpy(dtype=float)
-        mean = _float((weights * fractions).sum() / weights.sum()) if weights.sum() else None
+        mean = finite((weights * fractions).sum() / weights.sum()) if weights.sum() else None
         cells.append(f"<td>{_num(_pct(mean), 0)} %</td>")
         rows.append(cells)
     headers = ["Zone", *(_month_label(m) for m in months), "Clear / all dates", "Mean clear"]
@@ -604,7 +605,7 @@ def _change(change: ChangeReport) -> str:
         rows = [
             [f'<td class="t">{_e(zone)}</td>']
             + [
-                f"<td>{_num(_float(row.get(k)), 3 if k.endswith('_anomaly') else 1)}</td>"
+                f"<td>{_num(finite(row.get(k)), 3 if k.endswith('_anomaly') else 1)}</td>"
                 for k in keys
             ]
             for zone, row in change.zones.items()
@@ -739,12 +740,13 @@ def _folder_files(folder: Path) -> list[tuple[str, list[str]]]:
     return [(kind, files) for kind, files in found if files]
 
 
-def _get(row: Any, key: str) -> float | None:
+def cell(row: Any, key: str) -> float | None:
     """A number of a table row, ``None`` where the column is absent or the cell empty."""
-    return _float(row.get(key)) if hasattr(row, "get") else None
+    return finite(row.get(key)) if hasattr(row, "get") else None
 
 
-def _float(value: Any) -> float | None:
+def finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None (missing, not a number, NaN or infinite)."""
     try:
         number = float(value)
     except (TypeError, ValueError):

@@ -26,7 +26,9 @@ from agrimon.products.report import (
     REPORT_HTML,
     YIELD_CSV,
     ZONAL_CSV,
+    cell,
     clear_observations,
+    finite,
 )
 
 #: Yield forecasts listed before "and N more".
@@ -51,7 +53,7 @@ def run_summary(folder: Path) -> str:
     gpkg = folder / f"{aoi}_{period}.gpkg"
     names = sorted(p.name for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
     parts = [
-        _heading(aoi, period, manifest, _float(_dig(manifest, "run", "seconds"))),
+        _heading(aoi, period, manifest, finite(_dig(manifest, "run", "seconds"))),
         _products(names, _vector_layers(gpkg), gpkg.name),
         _encroachment(*_encroached(folder), _f1(_read_json(folder / ACCURACY_JSON))),
         _change(_read_table(folder / CHANGE_AREAS_CSV, ["zone", "net_ha"], ["zone"])),
@@ -143,7 +145,7 @@ def _zonal(folder: Path) -> pd.DataFrame | None:
 
 
 def _f1(accuracy: Any) -> float | None:
-    return _float(_dig(accuracy, "classes", TARGET, "f1"))
+    return finite(_dig(accuracy, "classes", TARGET, "f1"))
 
 
 # Formatters: values in, Markdown out.
@@ -180,7 +182,10 @@ def _encroachment(areas: pd.DataFrame | None, adjusted: bool, f1: float | None) 
     ci = " ± 95 % CI" if adjusted else ""
     heads = ["Zone", f"Encroached, {'area-adjusted' if adjusted else 'map area'} (ha){ci}"]
     rows = [
-        [_md(str(r["zone"])), *(_pm(_get(r, k), _get(r, f"{k}_ci")) for k in ("ha", "pct"))]
+        [
+            _md(str(r["zone"])),
+            *(_pm(cell(r, k), cell(r, f"{k}_ci")) for k in ("ha", "pct")),
+        ]
         for _, r in (areas if areas is not None else pd.DataFrame()).iterrows()
     ]
     accuracy = (
@@ -191,7 +196,7 @@ def _encroachment(areas: pd.DataFrame | None, adjusted: bool, f1: float | None) 
 
 def _change(change: pd.DataFrame | None) -> str:
     rows = [
-        [_md(str(r["zone"])), *(_num(_get(r, k), signed=k == "net_ha") for k in _CHANGE)]
+        [_md(str(r["zone"])), *(_num(cell(r, k), signed=k == "net_ha") for k in _CHANGE)]
         for _, r in (change if change is not None else pd.DataFrame()).iterrows()
     ]
     table = _table(["Zone", "Gained (ha)", "Lost (ha)", "Net (ha)"], rows)
@@ -215,8 +220,8 @@ def _yields(table: pd.DataFrame | None) -> str:
 
 def _forecast(row: Any) -> tuple[str, str]:
     """A forecast row's yield and its 10–90 % interval, in t/ha."""
-    low, high = _num(_get(row, "p10"), 2), _num(_get(row, "p90"), 2)
-    return _num(_get(row, "forecast"), 2), f"{low} – {high}"
+    low, high = _num(cell(row, "p10"), 2), _num(cell(row, "p90"), 2)
+    return _num(cell(row, "forecast"), 2), f"{low} – {high}"
 
 
 def _quality(counts: pd.DataFrame | None) -> str:
@@ -267,18 +272,6 @@ def _dig(data: Any, *keys: str) -> Any:
     for key in keys:
         data = data.get(key) if isinstance(data, dict) else None
     return data
-
-
-def _get(row: Any, key: str) -> float | None:
-    return _float(row.get(key)) if hasattr(row, "get") else None
-
-
-def _float(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _num(value: float | None, digits: int = 1, *, signed: bool = False) -> str:
