@@ -24,6 +24,8 @@ import pytest
 
 from agrimon.schedules import read_schedules, resolve_period, run_day
 
+from .test_cli_run import _alive
+
 BIN = Path(sys.executable).parent
 #: A scheduled run of the tiny AOI must complete within this (a first run migrates nothing:
 #: the server did; the run itself takes about half a minute on 2 loaded cores).
@@ -119,14 +121,6 @@ def _descendants(pid: int) -> list[int]:
         found += children
         frontier = children
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _tail(log: IO[bytes], path: Path) -> str:
