@@ -420,9 +420,13 @@ def run_tile(work: TileWork) -> TileResult:
         return done
     try:
         if on_worker():
-            # On a cluster the tile is this worker's whole task: its graph runs on the
-            # worker's own threads, not back through the scheduler.
-            with dask.config.set(scheduler="threads"):
+            # On a cluster the tile is this worker's whole task: its graph runs on as many
+            # threads as the worker has (not one per core: workers share the cores), not
+            # back through the scheduler.
+            from distributed import get_worker
+
+            threads = get_worker().state.nthreads
+            with dask.config.set(scheduler="threads", num_workers=threads):
                 return _compute(work)
         return _compute(work)
     except SourceError as err:
