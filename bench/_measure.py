@@ -56,3 +56,24 @@ def in_child(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` in a fresh spawned process."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(fn, *args).result()
+
+
+def cpu_and_simd() -> str:
+    """``cpu='…' simd=…``: the CPU model and the SIMD features numpy found on it."""
+    import importlib
+    import platform
+
+    try:
+        umath = importlib.import_module("numpy._core._multiarray_umath")
+    except ImportError:  # numpy < 2
+        umath = importlib.import_module("numpy.core._multiarray_umath")
+    features: dict[str, bool] = umath.__cpu_features__
+    cpu = platform.processor() or platform.machine()
+    info = Path("/proc/cpuinfo")
+    if info.exists():
+        names = [x for x in info.read_text().splitlines() if x.startswith("model name")]
+        cpu = names[0].split(":", 1)[1].strip() if names else cpu
+    simd = " ".join(
+        k for k in ("SSE42", "AVX", "AVX2", "FMA3", "AVX512F", "AVX512_BF16") if features.get(k)
+    )
+    return f"cpu={cpu!r} simd={simd}"

@@ -32,8 +32,6 @@ the weights).
 
 from __future__ import annotations
 
-import importlib
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -53,7 +51,7 @@ from agrimon.invasive import predict
 from agrimon.invasive.card import load_checkpoint
 from agrimon.invasive.model import ModelConfig, build_classifier
 from agrimon.invasive.predict import predict_raster
-from bench._measure import in_child, peak_rss_increase
+from bench._measure import cpu_and_simd, in_child, peak_rss_increase
 
 #: Raster side: 2048 px at 10 m (419 km²) for throughput and the large memory run, one
 #: tile (1024 px, 105 km²) for the small one.
@@ -184,21 +182,8 @@ def memory_phase(path: Path) -> tuple[int, float]:
 
 def machine() -> str:
     """CPU model, numpy's SIMD features found, threads and versions."""
-    try:
-        umath = importlib.import_module("numpy._core._multiarray_umath")
-    except ImportError:  # numpy < 2
-        umath = importlib.import_module("numpy.core._multiarray_umath")
-    features: dict[str, bool] = umath.__cpu_features__
-    cpu = platform.processor() or platform.machine()
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        names = [x for x in info.read_text().splitlines() if x.startswith("model name")]
-        cpu = names[0].split(":", 1)[1].strip() if names else cpu
-    simd = " ".join(
-        k for k in ("SSE42", "AVX", "AVX2", "FMA3", "AVX512F", "AVX512_BF16") if features.get(k)
-    )
     return (
-        f"cpu={cpu!r} simd={simd} threads={torch.get_num_threads()} "
+        f"{cpu_and_simd()} threads={torch.get_num_threads()} "
         f"torch={torch.__version__} torchgeo={torchgeo.__version__} numpy={np.__version__} "
         f"rasterio={rasterio.__version__} gdal={rasterio.__gdal_version__}"
     )

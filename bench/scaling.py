@@ -39,12 +39,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import logging
 import math
 import os
-import platform
 import tempfile
 import threading
 import time
@@ -62,7 +60,7 @@ from shapely.geometry.base import BaseGeometry
 
 from agrimon.config import make_spec
 from agrimon.grid import from_lonlat, plan_tiles, to_lonlat
-from bench._measure import in_child
+from bench._measure import cpu_and_simd, in_child
 
 #: Tile side (10 m px) and the AOI's size in whole tiles.
 TILE_PX, COLS, ROWS = 256, 4, 2
@@ -265,21 +263,8 @@ def run_phase(workers: int, aoi: Path, out: Path, pin: bool) -> dict[str, Any]:
 
 def machine() -> str:
     """CPU model, numpy's SIMD features found, cores and versions."""
-    try:
-        umath = importlib.import_module("numpy._core._multiarray_umath")
-    except ImportError:  # numpy < 2
-        umath = importlib.import_module("numpy.core._multiarray_umath")
-    features: dict[str, bool] = umath.__cpu_features__
-    cpu = platform.processor() or platform.machine()
-    info = Path("/proc/cpuinfo")
-    if info.exists():
-        names = [x for x in info.read_text().splitlines() if x.startswith("model name")]
-        cpu = names[0].split(":", 1)[1].strip() if names else cpu
-    simd = " ".join(
-        k for k in ("SSE42", "AVX", "AVX2", "FMA3", "AVX512F", "AVX512_BF16") if features.get(k)
-    )
     return (
-        f"cpu={cpu!r} simd={simd} cores={os.cpu_count()} numpy={np.__version__} "
+        f"{cpu_and_simd()} cores={os.cpu_count()} numpy={np.__version__} "
         f"dask={version('dask')} distributed={version('distributed')}"
     )
 
