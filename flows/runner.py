@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
@@ -92,6 +94,8 @@ def _signals_interrupt() -> Iterator[None]:
         raise KeyboardInterrupt(signum)
 
     previous = signal.signal(signal.SIGTERM, stop)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _redeliver_lost_stops(previous_hook)
     try:
         yield
     except KeyboardInterrupt as err:
@@ -104,4 +108,40 @@ def _signals_interrupt() -> Iterator[None]:
         interrupted.exit_code = 128 + signum
         raise interrupted from None
     finally:
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_signal(exc: BaseException | None) -> int | None:
+    """The signal a stop exception (ours, Python's Ctrl-C or Prefect's SIGTERM) stands for."""
+    if isinstance(exc, KeyboardInterrupt):
+        return exc.args[0] if exc.args and isinstance(exc.args[0], int) else signal.SIGINT
+    signum = getattr(exc, "signal", None)  # prefect.exceptions.TerminationSignal
+    if isinstance(exc, BaseException) and not isinstance(exc, Exception):
+        return signum if isinstance(signum, int) else None
+    return None
+
+
+def _redeliver_lost_stops(
+    previous: Callable[[sys.UnraisableHookArgs], object],
+) -> Callable[[sys.UnraisableHookArgs], None]:
+    """An unraisable hook that sends a swallowed stop signal again.
+
+    A signal handler runs wherever the main thread is. Inside a weakref callback or a
+    ``__del__`` (an import's module-lock callback, say) Python cannot raise its exception:
+    it prints "Exception ignored" and the run would go on to the end, publishing. Sending
+    the signal again makes the handler run once the callback has returned.
+    """
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        signum = _stop_signal(unraisable.exc_value)
+        if signum is None:
+            previous(unraisable)
+            return
+        # From another thread and a moment later: raised here, the handler would run
+        # inside this hook and be swallowed again.
+        resend = threading.Timer(0.1, os.kill, (os.getpid(), signum))
+        resend.daemon = True
+        resend.start()
+
+    return hook
