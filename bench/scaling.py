@@ -78,15 +78,15 @@ MIB = 2**20
 # --- the AOI --------------------------------------------------------------------------
 
 
-def aoi_geometry() -> BaseGeometry:
-    """The AOI in lon/lat: ``COLS`` × ``ROWS`` whole tiles, inset from their edges."""
-    span = TILE_PX * RES_M
+def aoi_geometry(tile_px: int = TILE_PX, cols: int = COLS, rows: int = ROWS) -> BaseGeometry:
+    """The AOI in lon/lat: ``cols`` × ``rows`` whole tiles, inset from their edges."""
+    span = tile_px * RES_M
     corner = from_lonlat(Point(CORNER_LON, CORNER_LAT), EPSG)
     col, row = math.floor(corner.x / span), math.floor(corner.y / span)
     local = box(
         col * span + INSET_M,
-        (row - ROWS + 1) * span + INSET_M,
-        (col + COLS) * span - INSET_M,
+        (row - rows + 1) * span + INSET_M,
+        (col + cols) * span - INSET_M,
         (row + 1) * span - INSET_M,
     )
     return to_lonlat(local, EPSG)

@@ -693,6 +693,29 @@ def test_dataarray_and_dask_input_give_the_same_table() -> None:
     pd.testing.assert_frame_equal(got, want, check_exact=True)
 
 
+@pytest.mark.parametrize("max_exact_pixels", [MAX_EXACT_PIXELS, 50])
+def test_chunk_by_chunk_partial_equals_the_whole_tiles(max_exact_pixels: int) -> None:
+    rng = np.random.default_rng(13)
+    geobox = _grid(30, 40)
+    stack, clear = _random_stack(rng, (5, 30, 40), ("ndvi", "ndwi"))
+    zones = _seam_zones()
+    want = zonal_stats(stack, zones, clear=clear, geobox=geobox, max_exact_pixels=max_exact_pixels)
+    # Chunks that cut every zone, uneven at the edges; values NaN where not clear.
+    masked = stack.where(clear).chunk({"time": 1, "y": 7, "x": 9})
+    lazy = zonal.zonal_partial_lazy(
+        masked, zones, geobox=geobox, max_exact_pixels=max_exact_pixels
+    )
+    got = zonal_table(lazy.compute())
+    # Counts, pixels and medians exactly; mean and std merged from 20 chunks by Chan's update.
+    exact = ["zone_id", "name", "time", "index", "median", "count", "clear_fraction", "pixels"]
+    pd.testing.assert_frame_equal(got[exact], want[exact], check_exact=True)
+    for column in ("mean", "std"):
+        np.testing.assert_allclose(got[column], want[column], rtol=0, atol=1e-12, equal_nan=True)
+    assert _rows(got, 4).pixels.tolist() == [1] * 5  # the sub-pixel zone found its pixel once
+    binned = max_exact_pixels < 30 * 40
+    assert bool(combine_partials([lazy.compute()]).binned[0]) is binned
+
+
 def test_shipped_aoi_zones_in_lonlat_overlap_on_utm_tiles() -> None:
     aoi = read_aoi(SHIPPED_AOI)
     tiles = plan_tiles(aoi.geometry, tile_px=512)

@@ -8,7 +8,7 @@ from agrimon.aoi import Aoi
 from agrimon.config import RunSpec
 from agrimon.grid import Tile, plan_tiles
 from agrimon.indices.spectral import required_bands
-from agrimon.invasive.features import SEASON_V1, monitor_model
+from agrimon.invasive.features import monitor_model
 from agrimon.sources.base import BANDS, SCL, Scene, Source
 
 # Bytes per pixel of each loaded band as delivered (uint16 DN; SCL uint8).
@@ -39,9 +39,22 @@ THREADS_DEFAULT = 2
 #: Resident memory of the ``agrimon run`` process beside its tile in flight: Python, numpy,
 #: GDAL, dask, Prefect's client and what the assembly of the products holds (pictures,
 #: report, QGIS project); calibrated on the measured runs below.
-PROCESS_BYTES = 640 << 20
-#: Memory per pixel of a tile in flight whatever the dates (calibrated on measured runs).
-TILE_PIXEL_BYTES = 130
+PROCESS_BYTES = 500 << 20
+#: What a run that maps adds once per process: torch and the loaded model.
+MODEL_PROCESS_BYTES = 400 << 20
+#: Memory per pixel of a tile in flight whatever the dates: its output layers, masks, zone
+#: pixel lists, the source's rendering and the GeoTIFFs being written; and what mapping
+#: adds per pixel (probabilities, inference buffers). Calibrated by ``bench/tile_memory.py``
+#: (one 1024-px tile, 73 dates, 256- and 512-px chunks, with and without the model).
+TILE_PIXEL_BYTES = 100
+MAPPING_PIXEL_BYTES = 300
+#: And per pixel and date of the tile (its scene list's masks and counts).
+TILE_OBS_BYTES = 1.7
+#: Per thread, bytes per pixel-date of a chunk's series, per loaded band (float32; dask
+#: frees some early) and per index (the index, its masked and sorted copies, the season
+#: metrics' smoothing), calibrated with the above.
+BAND_OBS_BYTES = 3.24
+INDEX_OBS_BYTES = 19.7
 #: Tiles a process computes at once: one (its chunks on every thread), see
 #: :func:`agrimon.monitor.run_tiles`; a cluster's worker also holds one per task.
 TILES_IN_FLIGHT = 1
@@ -94,38 +107,38 @@ class RunPlan:
         """Estimated peak memory (resident set) of ``agrimon run``, the process included.
 
         The process itself (Python, numpy, GDAL, dask, Prefect's client) takes
-        :data:`PROCESS_BYTES`. Per thread, one chunk's whole series: float32 bands, each index
-        and its sorted copy. Per tile in flight, every date's loaded bands, SCL, mask and
-        indices (dask holds them until the tile's composites and zonal series are done), and
-        per pixel the output layers, masks, zone pixel lists and the source's rendering
-        (:data:`TILE_PIXEL_BYTES`). It depends on the chunk and tile sizes and the number of
-        dates, not on the AOI's size; the COGs are finished with a fixed GDAL cache. A run
-        that maps encroachment also holds every band of a chunk's series and each tile's
-        feature image. Measured peaks on 2 cores, one tile in flight: 0.76 GiB for a 10-day
-        run of the default AOI, 3.6 GiB for the default demo year with its model, 0.74 GiB
-        for Vihiga county (two UTM zones, 16 tiles, 10 days); this predicts each within 10 %.
+        :data:`PROCESS_BYTES`, and :data:`MODEL_PROCESS_BYTES` more when it maps. A tile in
+        flight holds, per thread, one chunk's whole series (:data:`BAND_OBS_BYTES` per band,
+        every band when it maps, and :data:`INDEX_OBS_BYTES` per index): its composites,
+        season metrics, encroachment map and zonal partials are computed chunk by chunk.
+        Per pixel of the tile it holds the output layers and the rest
+        (:data:`TILE_PIXEL_BYTES`, and :data:`MAPPING_PIXEL_BYTES` when it maps). It
+        depends on the chunk and tile sizes and the number of dates, not on the AOI's size;
+        the COGs are finished with a fixed GDAL cache.
         """
         dates = max((len(t.scenes) for t in self.tiles), default=0)
-        n_bands = len(index_bands(self.spec)) - 1
+        n_bands = len(monitor_bands(self.spec)) - 1
         n_idx = len(self.spec.indices)
         tile = min(self.spec.tile_px**2, max((t.pixels for t in self.tiles), default=0))
         chunk = min(self.spec.chunk_px**2, tile)
-        per_obs_chunk = 4 * n_bands + 8 * n_idx
-        per_obs_tile = 4 * n_bands + 2 + 8 * n_idx
-        mapping = 0
+        per_obs_chunk = BAND_OBS_BYTES * n_bands + INDEX_OBS_BYTES * n_idx
+        per_pixel = TILE_PIXEL_BYTES
         if monitor_model(self.spec) is not None:
-            # Every band of a chunk's series, and each tile's feature image.
-            extra_bands = len(monitor_bands(self.spec)) - 1 - n_bands
-            channels = len(SEASON_V1.channels)
-            mapping = (
-                threads * chunk * dates * 4 * extra_bands + TILES_IN_FLIGHT * tile * 4 * channels
-            )
-        return (
-            PROCESS_BYTES
+            per_pixel += MAPPING_PIXEL_BYTES
+        return int(
+            self.process_bytes()
             + threads * chunk * dates * per_obs_chunk
-            + TILES_IN_FLIGHT * tile * (TILE_PIXEL_BYTES + dates * per_obs_tile)
-            + mapping
+            + TILES_IN_FLIGHT * tile * (per_pixel + dates * TILE_OBS_BYTES)
         )
+
+    def tile_memory_bytes(self, threads: int = THREADS_DEFAULT) -> int:
+        """The part of :meth:`peak_memory_bytes` one tile in flight needs (no process)."""
+        return self.peak_memory_bytes(threads) - self.process_bytes()
+
+    def process_bytes(self) -> int:
+        """The run's process without its tile: :data:`PROCESS_BYTES`, and the model's."""
+        mapping = monitor_model(self.spec) is not None
+        return PROCESS_BYTES + (MODEL_PROCESS_BYTES if mapping else 0)
 
 
 def plan_run(spec: RunSpec, aoi: Aoi, source: Source) -> RunPlan:

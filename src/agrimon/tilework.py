@@ -23,6 +23,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -441,11 +442,33 @@ def _compute(work: TileWork) -> TileResult:
     loaded = _monitor_checkpoint(spec)
     base = product_layers(spec)
     names = list(base)
-    computed = compute(  # type: ignore[no-untyped-call]
-        *(comp.layers[n] for n in names), comp.features, comp.series, comp.clear
-    )
-    features, series, clear = computed[-3], computed[-2], computed[-1]
     inside = inside_mask(tile)
+    frames = {
+        ZONAL_NPZ: work.zones,
+        **({UNITS_NPZ: work.units} if work.units is not None else {}),
+    }
+    # The zonal partials are made chunk by chunk in the same graph as the layers: each
+    # chunk's series is loaded once and freed when its layers and partials are done, so
+    # the tile's whole series is never held.
+    lazy_partials = [
+        zonal.zonal_partial_lazy(
+            comp.series, frame, geobox=tile.geobox, inside=inside, footprint=tile.footprint
+        )
+        for frame in frames.values()
+    ]
+    probs = None
+    if loaded is not None and comp.features is not None:
+        from agrimon.invasive.pipeline import lazy_probabilities
+
+        # The model maps each chunk's features in the graph: the tile's feature image
+        # (81 channels) is never held whole.
+        probs = lazy_probabilities(loaded, comp.features, tile.geobox)
+    with _torch_threads(loaded):
+        computed = compute(  # type: ignore[no-untyped-call]
+            *(comp.layers[n] for n in names), probs, *lazy_partials
+        )
+    probs = computed[len(names)]
+    partials = dict(zip(frames, computed[len(names) + 1 :], strict=True))
     layers: dict[str, tuple[Layer, NDArray[Any]]] = {
         name: (base[name], np.where(inside, np.asarray(arr), base[name].nodata))
         for name, arr in zip(names, computed, strict=False)
@@ -455,15 +478,11 @@ def _compute(work: TileWork) -> TileResult:
         from agrimon.invasive.pipeline import TileMapper
 
         mapper = TileMapper(spec, loaded, [tile_plan])
-        mapped = mapper.map(tile, None if features is None else np.asarray(features))
+        mapped = mapper.map(tile, None, probs=None if probs is None else np.asarray(probs))
         for (name, layer), arr in zip(mapper.layers.items(), mapped, strict=True):
             layers[name] = (layer, arr)
         if mapper.confusion is not None:
             confusion = mapper.confusion.tolist()
-    partials = {
-        ZONAL_NPZ: work.zones,
-        **({UNITS_NPZ: work.units} if work.units is not None else {}),
-    }
     stage = work.folder.with_name(f".{work.key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         stage.mkdir(parents=True)
@@ -478,15 +497,7 @@ def _compute(work: TileWork) -> TileResult:
                 compress="ZSTD",
                 zstd_level=1,
             )
-        for file, frame in partials.items():
-            partial = zonal.zonal_partial(
-                series,
-                frame,
-                clear=clear,
-                geobox=tile.geobox,
-                inside=inside,
-                footprint=tile.footprint,
-            )
+        for file, partial in partials.items():
             zonal.save_partial(partial, stage / file)
         record = {
             "format": FORMAT,
@@ -505,6 +516,15 @@ def _compute(work: TileWork) -> TileResult:
     if result is None:
         raise ProductError(f"tile {tile.id}: its results in {work.folder} could not be read back")
     return replace(result, computed=True)
+
+
+def _torch_threads(loaded: LoadedModel | None) -> AbstractContextManager[None]:
+    """One intra-op thread per forward pass while a graph maps (nothing without a model)."""
+    if loaded is None:
+        return nullcontext()
+    from agrimon.invasive.model import torch_threads
+
+    return torch_threads(1)
 
 
 def _publish(stage: Path, folder: Path) -> None:

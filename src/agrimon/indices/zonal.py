@@ -16,6 +16,8 @@ How it is computed, in three pure steps the flow can spread over tiles:
    squared deviations (the numerically stable form of count / sum / sum of squares), and,
    unless ``median=False``, what the median needs: the zone's pixel values themselves for a
    zone of at most ``max_exact_pixels`` pixels, a fixed-bin histogram for a larger one.
+   :func:`zonal_partial_lazy` does the same for a dask-backed tile chunk by chunk, merging
+   the chunks' partials like tiles', so that no task holds a whole tile's series.
 3. :func:`combine_partials` merges the tiles' partials exactly (counts add, means and squared
    deviations merge by Chan et al.'s pairwise update, value arrays are concatenated,
    histograms added) and :func:`zonal_table` turns the result into the tidy table.
@@ -113,12 +115,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import dask.array as da
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
 import xarray as xr
 from affine import Affine
+from dask.delayed import Delayed, delayed
 from numpy.typing import NDArray
 from pyproj import CRS, Transformer
 from rasterio.features import rasterize
@@ -149,6 +153,7 @@ __all__ = [
     "write_zonal_table",
     "zonal_geodataframe",
     "zonal_partial",
+    "zonal_partial_lazy",
     "zonal_stats",
     "zonal_table",
     "zone_pixels",
@@ -203,7 +208,7 @@ MEDIAN_BIN_WIDTH = (MEDIAN_RANGE[1] - MEDIAN_RANGE[0]) / MEDIAN_BINS
 Floats = NDArray[np.float64]
 #: Kept pixel values: float32 where lossless, else float64.
 Values = NDArray[np.floating[Any]]
-#: Histogram counts: uint32 in a tile's partial, int64 once combined.
+#: Histogram counts: uint32 in one window's partial, int64 once combined.
 Counts = NDArray[np.integer[Any]]
 
 
@@ -515,6 +520,83 @@ def zonal_partial(
         ValueError: The stack is not ``(time, y, x)`` on the geobox, ``clear`` does not
             match it, or two of its time steps fall on the same solar day.
     """
+    data, geobox, names, blocks = _index_blocks(indices, geobox)
+    n_times = int(data.sizes["time"])
+    flat = [np.asarray(b.values).reshape(n_times, -1) for b in blocks]
+    flat_clear: NDArray[np.bool_] | None = None
+    if clear is not None:
+        mask = (
+            clear.transpose("time", "y", "x").values if isinstance(clear, xr.DataArray) else clear
+        )
+        mask = np.asarray(mask, dtype=bool)
+        shape = (n_times, *(int(s) for s in geobox.shape))
+        if mask.shape != shape:
+            raise ValueError(f"clear mask has shape {mask.shape}, expected {shape}")
+        flat_clear = mask.reshape(n_times, -1)
+    where = zone_pixels(zones, geobox, inside=inside, footprint=footprint)
+    layout = _layout(data, zones, names, geobox, where, median, max_exact_pixels)
+    return _window_partial(flat, flat_clear, where.pixels, where.fallback, layout)
+
+
+def zonal_partial_lazy(
+    indices: xr.Dataset | xr.DataArray,
+    zones: gpd.GeoDataFrame,
+    *,
+    geobox: Any = None,
+    inside: NDArray[np.bool_] | None = None,
+    footprint: BaseGeometry | None = None,
+    median: bool = True,
+    max_exact_pixels: int = MAX_EXACT_PIXELS,
+) -> Delayed:
+    """:func:`zonal_partial` of a dask-backed stack, computed chunk by chunk.
+
+    Each spatial chunk's series becomes a partial of its own as soon as it is computed, and
+    the chunks' partials are merged by :func:`combine_partials`: no task holds more than one
+    chunk's series, so a tile's zonal statistics need memory by chunk size, not tile size.
+    Compute the result together with the tile's other products (``dask.compute``) so that
+    every chunk is loaded once for all of them. Arguments as for :func:`zonal_partial`;
+    values NaN where not clear (no separate mask).
+
+    Returns:
+        A ``dask.delayed`` object computing to the tile's :class:`ZonalPartial`: the same
+        statistics as :func:`zonal_partial` (a zone's kept values in chunk order).
+    """
+    data, geobox, names, blocks = _index_blocks(indices, geobox)
+    where = zone_pixels(zones, geobox, inside=inside, footprint=footprint)
+    layout = _layout(data, zones, names, geobox, where, median, max_exact_pixels)
+    arrays = [
+        b.data if isinstance(b.data, da.Array) else da.from_array(b.data)  # type: ignore[no-untyped-call]
+        for b in blocks
+    ]
+    ychunks, xchunks = arrays[0].chunks[1], arrays[0].chunks[2]
+    arrays = [a.rechunk({1: ychunks, 2: xchunks}) for a in arrays]
+    width = int(geobox.shape[1])
+    parts = []
+    for i, (r0, r1) in enumerate(_bounds(ychunks)):
+        for j, (c0, c1) in enumerate(_bounds(xchunks)):
+            window = (r0, r1, c0, c1)
+            pixels = [_in_window(p, window, width) for p in where.pixels]
+            fallback = [
+                None if p is None else _in_window(np.array([p], dtype=np.intp), window, width)
+                for p in where.fallback
+            ]
+            chunk = [list(a.blocks[:, i, j].to_delayed().ravel()) for a in arrays]
+            parts.append(
+                delayed(_chunk_partial)(
+                    chunk,
+                    pixels,
+                    [None if f is None or not f.size else int(f[0]) for f in fallback],
+                    layout,
+                )
+            )
+    combined: Delayed = delayed(combine_partials)(parts)
+    return combined
+
+
+def _index_blocks(
+    indices: xr.Dataset | xr.DataArray, geobox: Any
+) -> tuple[xr.Dataset, Any, list[str], list[xr.DataArray]]:
+    """The stack as a dataset, its geobox, index names and ``(time, y, x)`` variables."""
     data = (
         indices.to_dataset(name=indices.name or "index")
         if isinstance(indices, xr.DataArray)
@@ -528,64 +610,145 @@ def zonal_partial(
     if not names:
         raise ValueError("the index stack has no variable")
     blocks = [data[n].transpose("time", "y", "x") for n in names]
-    n_times = int(data.sizes["time"])
-    shape = (n_times, *(int(s) for s in geobox.shape))
+    shape = (int(data.sizes["time"]), *(int(s) for s in geobox.shape))
     for name, block in zip(names, blocks, strict=True):
         if block.shape != shape:
             raise ValueError(f"index {name!r} has shape {block.shape}, expected {shape}")
-    flat = [np.asarray(b.values).reshape(n_times, -1) for b in blocks]
-    flat_clear: NDArray[np.bool_] | None = None
-    if clear is not None:
-        mask = (
-            clear.transpose("time", "y", "x").values if isinstance(clear, xr.DataArray) else clear
-        )
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != shape:
-            raise ValueError(f"clear mask has shape {mask.shape}, expected {shape}")
-        flat_clear = mask.reshape(n_times, -1)
+    return data, geobox, names, blocks
+
+
+@dataclass(frozen=True, eq=False)
+class _Layout:
+    """What every window of one geobox's partial shares (zones, days, binning)."""
+
+    zone_ids: NDArray[np.int64]
+    names: tuple[str, ...]
+    indices: tuple[str, ...]
+    times: NDArray[np.datetime64]
+    order: NDArray[np.intp]
+    binned: NDArray[np.bool_]
+    median: bool
+
+
+def _layout(
+    data: xr.Dataset,
+    zones: gpd.GeoDataFrame,
+    names: Sequence[str],
+    geobox: Any,
+    where: ZonePixels,
+    median: bool,
+    max_exact_pixels: int,
+) -> _Layout:
     zone_ids, zone_names = _zone_labels(zones)
-    where = zone_pixels(zones, geobox, inside=inside, footprint=footprint)
-
-    def gather(pix: NDArray[np.intp]) -> Floats:
-        """Values ``(T, I, len(pix))`` of the given pixels, NaN where not clear."""
-        out = np.stack([f[:, pix] for f in flat], axis=1).astype(np.float64)
-        if flat_clear is not None:
-            out[~np.broadcast_to(flat_clear[:, None, pix], out.shape)] = np.nan
-        return out
-
     times = _solar_days(np.asarray(data["time"].values), _centre_lon(geobox))
     order = np.argsort(times, kind="stable")
     binned = np.array([n > max_exact_pixels for n in where.expected], dtype=bool)
+    return _Layout(zone_ids, zone_names, tuple(names), times[order], order, binned, median)
+
+
+def _bounds(sizes: Sequence[int]) -> list[tuple[int, int]]:
+    """``(start, stop)`` of consecutive chunks of the given sizes."""
+    stops = np.cumsum(sizes).tolist()
+    return list(zip([0, *stops[:-1]], stops, strict=True))
+
+
+def _in_window(
+    pixels: NDArray[np.intp], window: tuple[int, int, int, int], width: int
+) -> NDArray[np.intp]:
+    """The ascending flat ``pixels`` of a grid ``width`` wide that lie in ``window``.
+
+    Returned as flat indices of the window (row-major, ascending).
+    """
+    r0, r1, c0, c1 = window
+    band = pixels[np.searchsorted(pixels, r0 * width) : np.searchsorted(pixels, r1 * width)]
+    rows, cols = np.divmod(band, width)
+    keep = (cols >= c0) & (cols < c1)
+    return np.asarray((rows[keep] - r0) * (c1 - c0) + (cols[keep] - c0), dtype=np.intp)
+
+
+def _chunk_partial(
+    chunk: Sequence[Sequence[NDArray[Any]]],
+    pixels: Sequence[NDArray[np.intp]],
+    fallback: Sequence[int | None],
+    layout: _Layout,
+) -> ZonalPartial:
+    """The partial of one chunk from its time blocks ``(t, h, w)``, one list per index."""
+    flat = []
+    for blocks in chunk:
+        series = np.concatenate([np.asarray(b) for b in blocks], axis=0)
+        flat.append(series.reshape(series.shape[0], -1))
+    return _window_partial(flat, None, pixels, fallback, layout)
+
+
+def _window_partial(
+    flat: Sequence[NDArray[Any]],
+    flat_clear: NDArray[np.bool_] | None,
+    pixels: Sequence[NDArray[np.intp]],
+    fallback: Sequence[int | None],
+    layout: _Layout,
+) -> ZonalPartial:
+    """The partial of one window from its flat ``(T, n)`` series (one per index).
+
+    A zone is gathered one index at a time, in its own float type (its moments in
+    float64): a large zone's values are held for one index, not all.
+    """
+
+    def gather(pix: NDArray[np.intp], index: int) -> NDArray[np.floating[Any]]:
+        """Values ``(T, len(pix))`` of one index, NaN where not clear."""
+        source = flat[index]
+        float_type = source.dtype if source.dtype.kind == "f" else np.dtype(np.float64)
+        out = source[:, pix].astype(float_type)
+        if flat_clear is not None:
+            out[~flat_clear[:, pix]] = np.nan
+        return out[layout.order]
+
+    n_indices = len(flat)
     values: list[Values | None] = []
     histogram: list[Counts | None] = []
     stats = []
-    for z, pix in enumerate(where.pixels):  # one zone at a time: only what is kept stays
-        zone_values = gather(pix)
-        stats.append(_moments(zone_values))
-        if not median:
+    for z, pix in enumerate(pixels):  # one zone and index at a time: only what is kept stays
+        moments, kept, counts = [], [], []
+        for i in range(n_indices):
+            zone_values = gather(pix, i)
+            wide = zone_values.astype(np.float64, copy=False)
+            moments.append(_moments(wide))
+            if not layout.median:
+                continue
+            if layout.binned[z]:
+                if len(pix):
+                    counts.append(_histogram(wide[:, None, :]))
+            else:
+                kept.append(zone_values)
+        stats.append(tuple(np.stack([m[k] for m in moments], axis=1) for k in range(3)))
+        if not layout.median:
             continue
-        if binned[z]:
+        if layout.binned[z]:
             values.append(None)
-            histogram.append(_histogram(zone_values[order]) if len(pix) else None)
+            histogram.append(np.concatenate(counts, axis=1) if counts else None)
         else:
-            values.append(_narrowed(zone_values[order]))
+            values.append(_narrowed(np.stack(kept, axis=1)))
             histogram.append(None)
-    fallback = [
-        None if p is None else gather(np.array([p], dtype=np.intp))[..., 0] for p in where.fallback
+    fallback_values = [
+        None
+        if p is None
+        else np.stack(
+            [gather(np.array([p], dtype=np.intp), i)[:, 0] for i in range(n_indices)], axis=1
+        ).astype(np.float64)
+        for p in fallback
     ]
     return ZonalPartial(
-        zone_ids=zone_ids,
-        names=zone_names,
-        times=times[order],
-        indices=tuple(names),
-        pixels=np.array([len(p) for p in where.pixels], dtype=np.int64),
-        count=np.stack([s[0] for s in stats])[:, order],
-        mean=np.stack([s[1] for s in stats])[:, order],
-        m2=np.stack([s[2] for s in stats])[:, order],
-        values=tuple(values) if median else None,
-        fallback=tuple(None if f is None else f[order] for f in fallback),
-        binned=binned,
-        histogram=tuple(histogram) if median else None,
+        zone_ids=layout.zone_ids,
+        names=layout.names,
+        times=layout.times,
+        indices=layout.indices,
+        pixels=np.array([len(p) for p in pixels], dtype=np.int64),
+        count=np.stack([s[0] for s in stats]),
+        mean=np.stack([s[1] for s in stats]),
+        m2=np.stack([s[2] for s in stats]),
+        values=tuple(values) if layout.median else None,
+        fallback=tuple(fallback_values),
+        binned=layout.binned,
+        histogram=tuple(histogram) if layout.median else None,
     )
 
 

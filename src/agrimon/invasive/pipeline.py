@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import rasterio
 import torch
 import xarray as xr
-from dask.base import compute
+from dask.base import compute, tokenize
 from odc.geo.geobox import GeoBox
 
 from agrimon.config import RunSpec
@@ -453,11 +454,57 @@ def map_tile(
     tile: Tile,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Class, probability and uncertainty of one tile, nodata outside the AOI."""
-    from agrimon.invasive.predict import CLASS_NODATA, PERCENT_NODATA, class_products, predict_tile
-    from agrimon.tilework import inside_mask
+    from agrimon.invasive.predict import predict_tile
 
     with torch_threads(1):
         probs = predict_tile(loaded.model, read, tile.geobox, halo=loaded.config.halo)
+    return tile_products(loaded, probs, tile)
+
+
+def lazy_probabilities(loaded: LoadedModel, features: xr.DataArray, grid: GeoBox) -> da.Array:
+    """Class probabilities ``(classes, y, x)`` of a per-pixel model, chunk by chunk.
+
+    The model runs on each spatial chunk of the (dask-backed) features as soon as that
+    chunk is computed, in the same graph, so a tile's whole feature image is never held:
+    only the probabilities are. A per-pixel model (no halo) gives each pixel the same
+    probabilities whatever the chunk around it. Compute it under ``torch_threads(1)``: the
+    chunks run on dask's threads, each forward pass on one.
+
+    Raises:
+        ValueError: The model reads a halo (it needs :func:`map_tile` with a reader).
+    """
+    from agrimon.invasive.predict import predict_tile
+
+    if loaded.config.halo:
+        raise ValueError("a model with a halo cannot be mapped chunk by chunk")
+    data = features.transpose("band", "y", "x").data
+    if not isinstance(data, da.Array):
+        data = da.from_array(data)  # type: ignore[no-untyped-call]
+    data = data.rechunk({0: -1})
+    classes = len(loaded.classes)
+
+    def block(values: np.ndarray, block_info: dict[Any, Any] | None = None) -> np.ndarray:
+        assert block_info is not None
+        (y0, y1), (x0, x1) = block_info[0]["array-location"][1:]
+        chunk = grid[y0:y1, x0:x1]
+        return predict_tile(loaded.model, _given(values, chunk), chunk, halo=0)
+
+    probs: da.Array = data.map_blocks(
+        block,
+        chunks=((classes,), *data.chunks[1:]),
+        dtype=np.float32,
+        name=f"probabilities-{tokenize(data.name, str(loaded.path), loaded.card.get('sha256'))}",
+    )
+    return probs
+
+
+def tile_products(
+    loaded: LoadedModel, probs: np.ndarray, tile: Tile
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class, probability and uncertainty of a tile's probabilities, nodata outside the AOI."""
+    from agrimon.invasive.predict import CLASS_NODATA, PERCENT_NODATA, class_products
+    from agrimon.tilework import inside_mask
+
     label, probability, uncertainty = class_products(probs, loaded.classes.index(loaded.target))
     inside = inside_mask(tile)
     return (
@@ -553,13 +600,22 @@ class TileMapper:
         """Lazy features to compute with the tile's other layers (per-pixel models only)."""
         return None if self.loaded.config.halo else tile_features(spec, tile_plan)
 
-    def map(self, tile: Tile, features: np.ndarray | None) -> tuple[np.ndarray, ...]:
-        """Class, probability and uncertainty of a tile (features read with a halo if needed)."""
-        if features is not None:
-            read = _given(features, tile.geobox)
+    def map(
+        self, tile: Tile, features: np.ndarray | None, *, probs: np.ndarray | None = None
+    ) -> tuple[np.ndarray, ...]:
+        """Class, probability and uncertainty of a tile.
+
+        From its probabilities when given (:func:`lazy_probabilities`), else from its
+        features, read with a halo when not given.
+        """
+        if probs is not None:
+            values = tile_products(self.loaded, probs, tile)
         else:
-            read = tile_reader(self.spec, self._scenes[tile.id])
-        values = map_tile(self.loaded, read, tile)
+            if features is not None:
+                read = _given(features, tile.geobox)
+            else:
+                read = tile_reader(self.spec, self._scenes[tile.id])
+            values = map_tile(self.loaded, read, tile)
         if self.confusion is not None:
             self._score(tile, values[0])
         return values

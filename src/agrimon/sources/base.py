@@ -38,7 +38,7 @@ SCL = "scl"
 #: What ``Source.load`` returns unless asked otherwise: every band, and SCL where it exists.
 ALL_BANDS: tuple[str, ...] = (*BANDS, SCL)
 #: Default spatial chunk of scene stacks, in pixels.
-DEFAULT_CHUNK_PX = 512
+DEFAULT_CHUNK_PX = 256
 
 
 @dataclass(frozen=True)
