@@ -702,9 +702,7 @@ def test_chunk_by_chunk_partial_equals_the_whole_tiles(max_exact_pixels: int) ->
     want = zonal_stats(stack, zones, clear=clear, geobox=geobox, max_exact_pixels=max_exact_pixels)
     # Chunks that cut every zone, uneven at the edges; values NaN where not clear.
     masked = stack.where(clear).chunk({"time": 1, "y": 7, "x": 9})
-    lazy = zonal.zonal_partial_lazy(
-        masked, zones, geobox=geobox, max_exact_pixels=max_exact_pixels
-    )
+    lazy = zonal.zonal_partial_lazy(masked, zones, geobox=geobox, max_exact_pixels=max_exact_pixels)
     got = zonal_table(lazy.compute())
     # Counts, pixels and medians exactly; mean and std merged from 20 chunks by Chan's update.
     exact = ["zone_id", "name", "time", "index", "median", "count", "clear_fraction", "pixels"]
