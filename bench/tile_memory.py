@@ -31,10 +31,13 @@ from typing import Any
 
 from shapely.geometry import mapping
 
+from agrimon.sources.base import DEFAULT_CHUNK_PX
 from bench._measure import cpu_and_simd, in_child, peak_rss_increase
 from bench.scaling import aoi_geometry
 
-TILE_PX, CHUNK_PX = 1024, 512
+TILE_PX = 1024
+#: The run's default chunk side.
+CHUNK_PX = DEFAULT_CHUNK_PX
 START, END = date(2023, 7, 1), date(2024, 6, 30)
 THREADS = 2
 MIB = 2**20
@@ -99,15 +102,8 @@ def measure(
     from agrimon.tilework import _monitor_checkpoint, run_tile
 
     dask.config.set(scheduler="threads", num_workers=THREADS)
-    spec = make_spec(
-        aoi=aoi,
-        out=out,
-        start=START,
-        end=END,
-        tile_px=TILE_PX,
-        chunk_px=chunk_px,
-        invasive_model=model,
-    )
+    grid: dict[str, Any] = {"tile_px": TILE_PX, "chunk_px": chunk_px}
+    spec = make_spec(aoi=aoi, out=out, start=START, end=END, invasive_model=model, **grid)
     run_plan = preflight(spec)
     works = tile_work(run_plan, out / "work")
     _monitor_checkpoint(spec)  # torch and the model, once per process
