@@ -41,7 +41,7 @@ THREADS_DEFAULT = 2
 #: report, QGIS project); calibrated on the measured runs below.
 PROCESS_BYTES = 500 << 20
 #: What a run that maps adds once per process: torch and the loaded model.
-MODEL_PROCESS_BYTES = 400 << 20
+MODEL_PROCESS_BYTES = 1000 << 20
 #: Memory per pixel of a tile in flight whatever the dates: its output layers, masks, zone
 #: pixel lists, the source's rendering and the GeoTIFFs being written; and what mapping
 #: adds per pixel (probabilities, inference buffers). Calibrated by ``bench/tile_memory.py``
