@@ -21,9 +21,10 @@ printed beside it.
 
 Memory: a sampler thread in the phase's process reads each worker process's resident set
 (psutil) every ``SAMPLE_S`` seconds; ``peak_tile_mb`` is the largest of them while the
-worker computes a tile, less that worker's idle resident set before the run (so it includes
-what a worker's first tile imports: torch and the model). The scheduler's task stream gives
-each tile's worker and compute time.
+worker computes a tile, less that worker's resident set as its first tile started: after
+the run set every worker up (``warm_workers``: torch and the model loaded once per
+process), so it is what tiles in flight hold, whatever a process loads once. The
+scheduler's task stream gives each tile's worker and compute time.
 
 ``--pin-threads`` also sets dask's ``num_workers`` to 1 on every worker, so that a tile's
 own dask graph (computed with the threaded scheduler inside the worker's one task thread)
@@ -224,8 +225,8 @@ def run_phase(workers: int, aoi: Path, out: Path, pin: bool) -> dict[str, Any]:
         tasks = []
         for record in stream.data:
             spans = [s for s in record["startstops"] if s["action"] == "compute"]
-            if not spans:
-                continue
+            if not spans or "run_tile" not in str(record["key"]):
+                continue  # the workers' setup (warm_process) is not a tile
             t0, t1 = min(s["start"] for s in spans), max(s["stop"] for s in spans)
             name = record["worker"]
             tasks.append(
@@ -302,6 +303,12 @@ def describe(name: str, phase: dict[str, Any]) -> None:
         )
 
 
+def first_tile_rss(phase: dict[str, Any], worker: str) -> int:
+    """A worker's resident set as its first tile started: set up, torch and model loaded."""
+    mine = [t for t in phase["tasks"] if t["worker"] == worker]
+    return int(min(mine, key=lambda t: t["start"])["rss_start"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m bench.scaling", description=__doc__.split("\n")[0]
@@ -328,7 +335,7 @@ def main() -> None:
     describe("one", one)
     describe("two", two)
     peak = max(
-        t["rss_peak"] - phase["idle_rss"][t["worker"]]
+        t["rss_peak"] - first_tile_rss(phase, t["worker"])
         for phase in (one, two)
         for t in phase["tasks"]
     )

@@ -21,13 +21,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
 from agrimon import monitor as stages
-from agrimon.cluster import tile_cluster
+from agrimon.cluster import tile_cluster, warm_workers
 from agrimon.config import RunSpec
 from agrimon.plan import RunPlan
 from agrimon.products.manifest import RunClock
 from agrimon.products.summary import report_link, run_summary
 from agrimon.products.workspace import workspace
-from agrimon.tilework import TileResult, TileWork, finished, run_tile
+from agrimon.tilework import TileResult, TileWork, finished, run_tile, warm_process
 
 _log = logging.getLogger("agrimon.monitor")
 
@@ -134,6 +134,8 @@ def _on_cluster(works: list[TileWork], storage: Path, address: str) -> list[Tile
     """Every tile's task on the Dask cluster at ``address``; results in tile order."""
     from prefect_dask.task_runners import DaskTaskRunner
 
+    if works:
+        warm_workers(address, warm_process, works[0].spec)
     with DaskTaskRunner(address=address) as runner:
         futures = [runner.submit(_tile_task(one, storage), {"work": one}) for one in works]
         return stages.gather_tiles(works, futures, as_completed(futures))

@@ -18,7 +18,7 @@ import rasterio
 from distributed import LocalCluster
 
 from agrimon import monitor as stages
-from agrimon.cluster import SCHEDULER_ENV, connect
+from agrimon.cluster import SCHEDULER_ENV, connect, warm_workers
 from agrimon.errors import ConfigError
 
 from .conftest import demo_spec
@@ -57,6 +57,13 @@ def test_cluster_run_equals_local_run(cluster: LocalCluster, tmp_path: Path) -> 
     assert len(pids) == 2 and os.getpid() not in pids
     assert _computed_by(remote) <= pids and len(_computed_by(remote)) == 2
     assert _computed_by(local) == {os.getpid()}
+
+
+def test_every_worker_is_set_up_once_before_the_tiles(cluster: LocalCluster) -> None:
+    pids = warm_workers(str(cluster.scheduler_address), os.getpid)
+    # One setup task per worker, each on its own worker process, none here.
+    assert len(pids) == 2 and all(w.startswith("tcp://127.0.0.1:") for w in pids)
+    assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
 
 
 def _computed_by(folder: Path) -> set[int]:

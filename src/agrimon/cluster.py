@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from agrimon.errors import ConfigError
 
@@ -14,6 +15,7 @@ from agrimon.errors import ConfigError
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 # Address schemes of dask.distributed that run over TCP.
 _SCHEMES = ("tcp", "tls", "ws", "wss")
+T = TypeVar("T")
 
 
 def scheduler_address(explicit: str | None) -> str | None:
@@ -146,3 +148,27 @@ def on_worker() -> bool:
     except ValueError:
         return False
     return True
+
+
+def warm_workers(address: str, setup: Callable[..., T], *args: object) -> dict[str, T]:
+    """Run ``setup(*args)`` once on every worker of the cluster, as a task, before the tiles.
+
+    What a worker loads once (torch and a model) is then loaded by all at once, not inside
+    each worker's first tile, so a tile's task holds only what the tile needs. It runs on a
+    task thread (``client.run`` would block the worker's event loop meanwhile); a worker
+    that joins later loads the same on its first tile.
+
+    Returns:
+        What ``setup`` returned on each worker, by worker address.
+    """
+    from distributed import Client
+
+    with Client(address, set_as_default=False) as client:  # type: ignore[no-untyped-call]
+        workers = list(client.scheduler_info()["workers"])
+        futures = [
+            client.submit(setup, *args, workers=[w], allow_other_workers=False, pure=False)
+            for w in workers
+        ]
+        # A setup that failed fails the run here, with its message.
+        results = client.gather(futures)
+        return dict(zip(workers, results, strict=True))

@@ -20,7 +20,7 @@ import pyogrio
 from odc.geo.geobox import GeoBox
 
 from agrimon.aoi import Aoi, read_aoi
-from agrimon.cluster import check_scheduler, tile_cluster
+from agrimon.cluster import check_scheduler, tile_cluster, warm_workers
 from agrimon.config import RunSpec
 from agrimon.errors import ConfigError, SourceError
 from agrimon.grid import Tile, geobox_for, zone_pieces
@@ -47,6 +47,7 @@ from agrimon.tilework import (
     product_layers,
     run_tile,
     summed_confusion,
+    warm_process,
 )
 from agrimon.yieldcast.products import (
     check_yield,
@@ -583,6 +584,8 @@ def distribute(works: Sequence[TileWork], address: str) -> list[TileResult]:
     """Each tile's work as one task on the cluster at ``address``; results in tile order."""
     from distributed import Client, as_completed
 
+    if works:
+        warm_workers(address, warm_process, works[0].spec)
     with Client(address, set_as_default=False) as client:  # type: ignore[no-untyped-call]
         futures = client.map(run_tile, list(works), pure=False)
         completed = as_completed(futures, loop=client.loop)  # type: ignore[no-untyped-call]

@@ -536,6 +536,11 @@ def _publish(stage: Path, folder: Path) -> None:
             raise
 
 
+def warm_process(spec: RunSpec) -> None:
+    """Load once what every tile of the run needs in this process: the model (and torch)."""
+    _monitor_checkpoint(spec)
+
+
 def _monitor_checkpoint(spec: RunSpec) -> LoadedModel | None:
     """The run's encroachment checkpoint, loaded once per process and file version."""
     path = monitor_model(spec)
