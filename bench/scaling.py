@@ -33,7 +33,7 @@ uses 1 thread, not one per core.
 Ends with ``speedup`` (one / two phase time; higher is better), ``peak_tile_mb`` (lower is
 better) and ``km2_per_core_hour`` (AOI km² per core-hour of the two-worker phase; higher is
 better). ``load_before`` is the 1-minute load average as a phase starts (the phase before
-it included). About 3 minutes on 2 cores.
+it included). About 4 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ from agrimon.grid import from_lonlat, plan_tiles, to_lonlat
 from bench._measure import cpu_and_simd, in_child
 
 #: Tile side (10 m px) and the AOI's size in whole tiles.
-TILE_PX, COLS, ROWS = 256, 4, 2
+TILE_PX, COLS, ROWS = 256, 4, 4
 #: UTM zone 34S, and the point whose tile is the AOI's north-west one.
 EPSG, CORNER_LON, CORNER_LAT = 32734, 18.15, -19.58
 RES_M, INSET_M = 10.0, 20.0

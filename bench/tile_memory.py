@@ -61,10 +61,10 @@ def _whole(work: Any) -> None:
 
     from agrimon.indices import zonal
     from agrimon.tilework import (
-        _monitor_checkpoint,
         composite_tile,
         inside_mask,
         load_stack,
+        monitor_checkpoint,
         product_layers,
     )
 
@@ -73,7 +73,7 @@ def _whole(work: Any) -> None:
     names = list(product_layers(spec))
     computed = compute(*(comp.layers[n] for n in names), comp.features, comp.series, comp.clear)
     features, series, clear = computed[-3], computed[-2], computed[-1]
-    loaded = _monitor_checkpoint(spec)
+    loaded = monitor_checkpoint(spec)
     if loaded is not None:
         from agrimon.invasive.pipeline import TileMapper
 
@@ -99,14 +99,14 @@ def measure(
 
     from agrimon.config import make_spec
     from agrimon.monitor import preflight, tile_work
-    from agrimon.tilework import _monitor_checkpoint, run_tile
+    from agrimon.tilework import monitor_checkpoint, run_tile
 
     dask.config.set(scheduler="threads", num_workers=THREADS)
     grid: dict[str, Any] = {"tile_px": TILE_PX, "chunk_px": chunk_px}
     spec = make_spec(aoi=aoi, out=out, start=START, end=END, invasive_model=model, **grid)
     run_plan = preflight(spec)
     works = tile_work(run_plan, out / "work")
-    _monitor_checkpoint(spec)  # torch and the model, once per process
+    monitor_checkpoint(spec)  # torch and the model, once per process
     (work,) = works
     small = replace(work, folder=out / "warm")
     warm_plan = replace(work.tile_plan, scenes=work.tile_plan.scenes[:8])

@@ -42,6 +42,7 @@ from agrimon.sources import get_source
 from agrimon.tilework import (
     TileResult,
     TileWork,
+    monitor_checkpoint,
     phenology_params,
     plan_work,
     product_layers,
@@ -224,9 +225,9 @@ def write_products(
     layers = product_layers(spec)
     mapper = None
     if monitor_model(spec) is not None:
-        from agrimon.invasive.pipeline import TileMapper, check_monitor_model
+        from agrimon.invasive.pipeline import TileMapper
 
-        loaded = check_monitor_model(spec)
+        loaded = monitor_checkpoint(spec)  # checked before the run; loaded once per process
         mapper = TileMapper(spec, loaded, plan.tiles) if loaded is not None else None
     if mapper is not None:
         layers = {**layers, **mapper.layers}

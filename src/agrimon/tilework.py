@@ -439,7 +439,7 @@ def run_tile(work: TileWork) -> TileResult:
 def _compute(work: TileWork) -> TileResult:
     spec, tile_plan, tile = work.spec, work.tile_plan, work.tile
     comp = composite_tile(spec, tile, load_stack(spec, tile_plan))
-    loaded = _monitor_checkpoint(spec)
+    loaded = monitor_checkpoint(spec)
     base = product_layers(spec)
     names = list(base)
     inside = inside_mask(tile)
@@ -538,10 +538,10 @@ def _publish(stage: Path, folder: Path) -> None:
 
 def warm_process(spec: RunSpec) -> None:
     """Load once what every tile of the run needs in this process: the model (and torch)."""
-    _monitor_checkpoint(spec)
+    monitor_checkpoint(spec)
 
 
-def _monitor_checkpoint(spec: RunSpec) -> LoadedModel | None:
+def monitor_checkpoint(spec: RunSpec) -> LoadedModel | None:
     """The run's encroachment checkpoint, loaded once per process and file version."""
     path = monitor_model(spec)
     if path is None:

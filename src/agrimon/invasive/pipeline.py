@@ -567,11 +567,12 @@ def check_monitor_model(spec: RunSpec) -> LoadedModel | None:
         ModelError: The checkpoint is missing, tampered with or for other features.
         ConfigError: The period holds no whole season.
     """
-    path = monitor_model(spec)
-    if path is None:
+    from agrimon.tilework import monitor_checkpoint  # it imports this module
+
+    if monitor_model(spec) is None:
         return None
     check_season(spec)
-    return load_for(path, feats.SEASON_V1)
+    return monitor_checkpoint(spec)  # loaded once per process: the tiles reuse it
 
 
 def _given(features: np.ndarray, grid: GeoBox) -> Callable[[GeoBox], np.ndarray]:
