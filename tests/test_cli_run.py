@@ -444,7 +444,7 @@ def _peak_rss(args: Sequence[str], env: dict[str, str]) -> int:
         "multi-zone-county",  # Vihiga county, Kenya: UTM 36N and 36S, full tiles
     ],
 )
-def test_the_plans_peak_memory_is_within_a_quarter_of_the_measured_peak(
+def test_the_plans_peak_memory_is_within_15_percent_of_the_measured_peak(
     tmp_path: Path, case: str
 ) -> None:
     if not Path("/proc/self/status").exists():
@@ -470,4 +470,4 @@ def test_the_plans_peak_memory_is_within_a_quarter_of_the_measured_peak(
         assert len(plan.zones) == 2
     estimate = plan.peak_memory_bytes()
     measured = _peak_rss(["run", *args, "--out", str(tmp_path / "out")], _env(tmp_path / "p"))
-    assert 0.75 * measured <= estimate <= 1.25 * measured, (estimate / 2**20, measured / 2**20)
+    assert 0.85 * measured <= estimate <= 1.15 * measured, (estimate / 2**20, measured / 2**20)

@@ -39,17 +39,16 @@ THREADS_DEFAULT = 2
 #: Resident memory of the ``agrimon run`` process beside its tile in flight: Python, numpy,
 #: GDAL, dask, Prefect's client and what the assembly of the products holds (pictures,
 #: report, QGIS project); calibrated on the measured runs below.
-PROCESS_BYTES = 500 << 20
+PROCESS_BYTES = 560 << 20
 #: What a run that maps adds once per process: torch and the loaded model.
 MODEL_PROCESS_BYTES = 1000 << 20
-#: Memory per pixel of a tile in flight whatever the dates: its output layers, masks, zone
-#: pixel lists, the source's rendering and the GeoTIFFs being written; and what mapping
-#: adds per pixel (probabilities, inference buffers). Calibrated by ``bench/tile_memory.py``
-#: (one 1024-px tile, 73 dates, 256- and 512-px chunks, with and without the model).
-TILE_PIXEL_BYTES = 100
+#: Memory of a tile in flight per pixel and date (its output layers, masks, zone pixel
+#: lists, the source's rendering and the GeoTIFFs being written grow with the dates), and
+#: what mapping adds per pixel (probabilities, inference buffers). Calibrated by
+#: ``bench/tile_memory.py`` (one 1024-px tile, 73 dates, 256- and 512-px chunks, with and
+#: without the model) and the measured runs of ``peak_memory_bytes``.
+TILE_OBS_BYTES = 3.05
 MAPPING_PIXEL_BYTES = 300
-#: And per pixel and date of the tile (its scene list's masks and counts).
-TILE_OBS_BYTES = 1.7
 #: Per thread, bytes per pixel-date of a chunk's series, per loaded band (float32; dask
 #: frees some early) and per index (the index, its masked and sorted copies, the season
 #: metrics' smoothing), calibrated with the above.
@@ -111,8 +110,8 @@ class RunPlan:
         flight holds, per thread, one chunk's whole series (:data:`BAND_OBS_BYTES` per band,
         every band when it maps, and :data:`INDEX_OBS_BYTES` per index): its composites,
         season metrics, encroachment map and zonal partials are computed chunk by chunk.
-        Per pixel of the tile it holds the output layers and the rest
-        (:data:`TILE_PIXEL_BYTES`, and :data:`MAPPING_PIXEL_BYTES` when it maps). It
+        Per pixel and date of the tile it holds the output layers and the rest
+        (:data:`TILE_OBS_BYTES`; :data:`MAPPING_PIXEL_BYTES` per pixel when it maps). It
         depends on the chunk and tile sizes and the number of dates, not on the AOI's size;
         the COGs are finished with a fixed GDAL cache.
         """
@@ -122,9 +121,7 @@ class RunPlan:
         tile = min(self.spec.tile_px**2, max((t.pixels for t in self.tiles), default=0))
         chunk = min(self.spec.chunk_px**2, tile)
         per_obs_chunk = BAND_OBS_BYTES * n_bands + INDEX_OBS_BYTES * n_idx
-        per_pixel = TILE_PIXEL_BYTES
-        if monitor_model(self.spec) is not None:
-            per_pixel += MAPPING_PIXEL_BYTES
+        per_pixel = MAPPING_PIXEL_BYTES if monitor_model(self.spec) is not None else 0
         return int(
             self.process_bytes()
             + threads * chunk * dates * per_obs_chunk
