@@ -131,18 +131,23 @@ def test_first_runs_on_a_fresh_loaded_machine_start_reliably_two_at_once(
 SEASON = ("--start", "2023-11-01", "--end", "2024-03-31", "--tile-px", "512")
 
 
-def _start_and_wait_for_pixels(
-    out: Path, env: dict[str, str]
-) -> tuple[subprocess.Popen[str], list[int]]:
-    """Start a season's run; return once it computes pixels (its work folder exists)."""
-    proc = subprocess.Popen(
-        [str(AGRIMON), "run", *SEASON, "--out", str(out)],
+def _start_season_run(out: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
+    """``agrimon run`` of a season into ``out``, started as a terminal starts a command."""
+    return subprocess.Popen(
+        [str(AGRIMON), "run", *SEASON, "--out", str(out), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
         start_new_session=True,  # its own process group, as a terminal gives a command
     )
+
+
+def _start_and_wait_for_pixels(
+    out: Path, env: dict[str, str], *extra: str
+) -> tuple[subprocess.Popen[str], list[int]]:
+    """Start a season's run; return once it computes pixels (its work folder exists)."""
+    proc = _start_season_run(out, env, *extra)
     deadline = time.monotonic() + 600
     while not list(out.glob("*/.*.work/lock")):
         assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -155,19 +160,32 @@ def _start_and_wait_for_pixels(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("signum", "to_group", "code", "name"),
+    ("signum", "to_group", "code", "name", "workers"),
     [
-        (signal.SIGINT, True, 130, "Ctrl-C"),  # what a terminal's Ctrl-C sends
-        (signal.SIGINT, False, 130, "Ctrl-C"),  # kill -INT of the main process alone
-        (signal.SIGTERM, False, 143, "SIGTERM"),
+        (signal.SIGINT, True, 130, "Ctrl-C", 1),  # what a terminal's Ctrl-C sends
+        (signal.SIGINT, False, 130, "Ctrl-C", 1),  # kill -INT of the main process alone
+        (signal.SIGTERM, False, 143, "SIGTERM", 1),
+        # A local cluster: its workers go at once and print nothing of their own (no
+        # task lines without --verbose, no nanny warnings).
+        (signal.SIGINT, True, 130, "Ctrl-C", 2),
     ],
 )
 def test_ctrl_c_stops_within_seconds_and_leaves_nothing(
-    tmp_path: Path, signum: int, to_group: bool, code: int, name: str
+    tmp_path: Path, signum: int, to_group: bool, code: int, name: str, workers: int
 ) -> None:
     home = tmp_path / "prefect"
     out = tmp_path / "out"
-    proc, children = _start_and_wait_for_pixels(out, _env(home))
+    extra = ("--workers", str(workers)) if workers > 1 else ()
+    proc, children = _start_and_wait_for_pixels(out, _env(home), *extra)
+    if workers > 1:
+        # Let the workers finish a tile or two: their task lines would show then.
+        deadline = time.monotonic() + 300
+        while not list(out.glob("*/.*.work/tiles/[!.]*")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(1)
+        children = sorted({*children, *_children(proc.pid)})  # the workers too
+        assert len(children) >= 3, "no worker processes"
     sent = time.monotonic()
     if to_group:
         os.killpg(proc.pid, signum)

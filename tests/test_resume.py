@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,9 +20,7 @@ from agrimon.config import make_spec
 from agrimon.monitor import make_plan, run_monitor
 from agrimon.products.workspace import run_lock
 
-from .test_cli_run import AGRIMON, SHORT, _env, _run
-
-SEASON = ("--start", "2023-11-01", "--end", "2024-03-31", "--tile-px", "512")
+from .test_cli_run import SEASON, SHORT, _env, _run, _start_season_run
 
 
 def _digests(folder: Path) -> dict[str, str]:
@@ -43,14 +40,7 @@ def test_a_killed_run_resumes_with_its_finished_tiles_and_equals_an_uninterrupte
 ) -> None:
     out = tmp_path / "out"
     env = _env(tmp_path / "prefect")
-    proc = subprocess.Popen(
-        [str(AGRIMON), "run", *SEASON, "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
+    proc = _start_season_run(out, env)
     work = out / "grootfontein" / ".2023-11-01_2024-03-31.work"
     deadline = time.monotonic() + 600
     while len(_finished_tiles(work)) < 2:

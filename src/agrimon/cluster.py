@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +18,8 @@ SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 # Address schemes of dask.distributed that run over TCP.
 _SCHEMES = ("tcp", "tls", "ws", "wss")
 T = TypeVar("T")
+#: Prefect's setting of its console handler's level (``logging.yml``, by environment).
+_CONSOLE_LEVEL = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"
 
 
 def scheduler_address(explicit: str | None) -> str | None:
@@ -133,8 +137,40 @@ def tile_cluster(
         host="127.0.0.1",
         dashboard_address=None,
         silence_logs=logging.ERROR,
+        env=_worker_env(),
     ) as cluster:
-        yield str(cluster.scheduler_address)
+        try:
+            yield str(cluster.scheduler_address)
+        except BaseException:
+            # Stopped or failed: the tiles in flight are abandoned (their work folder
+            # keeps what finished), so the workers go now instead of being asked to
+            # finish and killed seconds later.
+            _kill_workers(cluster)
+            raise
+
+
+def _worker_env() -> dict[str, str]:
+    """Local workers print Prefect's log lines to the terminal only as this process does.
+
+    Without ``--verbose`` the terminal shows warnings and errors only; the workers' records
+    still reach the Prefect API.
+    """
+    from agrimon.progress import TerminalLog
+
+    quiet = any(isinstance(h, TerminalLog) and not h.verbose for h in logging.getLogger().handlers)
+    if not quiet or _CONSOLE_LEVEL in os.environ:
+        return {}
+    return {_CONSOLE_LEVEL: "WARNING"}
+
+
+def _kill_workers(cluster: object) -> None:
+    """SIGKILL the worker processes of a local cluster (its nannies then close at once)."""
+    for nanny in getattr(cluster, "workers", {}).values():
+        process = getattr(getattr(nanny, "process", None), "process", None)
+        pid = getattr(process, "pid", None)
+        if isinstance(pid, int):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def on_worker() -> bool:
