@@ -469,16 +469,19 @@ def _compute(work: TileWork) -> TileResult:
         )
     probs = computed[len(names)]
     partials = dict(zip(frames, computed[len(names) + 1 :], strict=True))
+    outside = ~inside
     layers: dict[str, tuple[Layer, NDArray[Any]]] = {
-        name: (base[name], np.where(inside, np.asarray(arr), base[name].nodata))
+        name: (base[name], _blank(np.asarray(arr), outside, base[name].nodata))
         for name, arr in zip(names, computed, strict=False)
     }
+    del computed  # the layers hold the arrays themselves, not copies
     confusion = None
     if loaded is not None:
         from agrimon.invasive.pipeline import TileMapper
 
         mapper = TileMapper(spec, loaded, [tile_plan])
         mapped = mapper.map(tile, None, probs=None if probs is None else np.asarray(probs))
+        probs = None
         for (name, layer), arr in zip(mapper.layers.items(), mapped, strict=True):
             layers[name] = (layer, arr)
         if mapper.confusion is not None:
@@ -534,6 +537,14 @@ def _publish(stage: Path, folder: Path) -> None:
     except OSError:
         if not (folder / RESULT_JSON).is_file():
             raise
+
+
+def _blank(values: NDArray[Any], outside: NDArray[np.bool_], nodata: float) -> NDArray[Any]:
+    """``values`` with ``nodata`` outside the footprint, in place where it can be."""
+    if not values.flags.writeable or not np.can_cast(np.min_scalar_type(nodata), values.dtype):
+        return np.where(outside, nodata, values)
+    np.putmask(values, outside, nodata)
+    return values
 
 
 def warm_process(spec: RunSpec) -> None:
