@@ -83,7 +83,7 @@ def test_stack_follows_the_scene_stack_convention() -> None:
     assert ds["red"].dims == ("time", "y", "x")
     assert ds["red"].dtype == np.float32 and ds["scl"].dtype == np.uint8
     assert isinstance(ds["red"].data, da.Array)
-    assert ds["red"].data.chunksize[0] == 1 and max(ds["red"].data.chunksize[1:]) <= 128
+    assert ds["red"].data.chunksize[0] == len(ds.time) and max(ds["red"].data.chunksize[1:]) <= 128
     assert ds.odc.geobox == tile.geobox
     assert ds.odc.geobox.crs.epsg == 32734
     # Pixel centres: x of the first column is half a pixel right of the tile's area edge.

@@ -8,6 +8,7 @@ band), and output chunks cut from the fetched blocks.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -69,17 +70,44 @@ def lazy_stack(
         fetch: Pixels of one acquisition over one block, all bands at once.
         name: Prefix of the dask keys (the source's name).
         chunk_px: Side of the output chunks.
-        fetch_px: Side of the fetched blocks, a multiple of ``chunk_px`` (default: equal);
-            remote sources fetch a whole tile per request and serve chunks from it.
+        fetch_px: Side of the fetched blocks of a remote source, a multiple of ``chunk_px``
+            (remote sources fetch a whole tile per request and serve chunks from it); None
+            for a source that reads each chunk on its own.
         prepare: Optional per-block step shared by every date (computed once per block).
         token: Anything that identifies the request beyond grid, times and bands (e.g. the
             scene ids), so equal requests share dask keys and different ones never do.
         attrs: Dataset attributes.
 
     Returns:
-        The lazy stack; nothing has been fetched.
+        The lazy stack; nothing has been fetched. Without ``fetch_px`` (a source that reads
+        each chunk on its own: rendered, or windows of files on disk), each chunk's whole
+        series is one task, chunks ``(time, chunk_px, chunk_px)``: a pixel's series is
+        what every stage after the load needs, and one task per date and chunk made a graph
+        of tens of thousands of tasks per tile, and a copy of every date's block when the
+        time axis was gathered. With ``fetch_px`` (a remote source: requests are slow, made
+        for many dates at once, and may serve several chunks), chunks are one date each,
+        ``(1, chunk_px, chunk_px)``, and each request is made once.
     """
-    fetch_px = fetch_px or chunk_px
+    if fetch_px is None:
+        return _series_stack(
+            geobox,
+            times,
+            bands,
+            fetch=fetch,
+            name=name,
+            chunk_px=chunk_px,
+            prepare=prepare,
+            tok=tokenize(
+                geobox.affine,
+                str(geobox.crs),
+                geobox.shape,
+                list(times),
+                list(bands),
+                chunk_px,
+                token,
+            ),
+            attrs=attrs,
+        )
     if fetch_px % chunk_px:
         raise ValueError(f"fetch_px {fetch_px} is not a multiple of chunk_px {chunk_px}")
     per = fetch_px // chunk_px
@@ -121,10 +149,94 @@ def lazy_stack(
             hlg, var, chunks=((1,) * len(times), ychunks, xchunks), dtype=band_dtype(band)
         )
         data_vars[band] = (("time", "y", "x"), arr, band_attrs(band))
+    return _dataset(geobox, times, data_vars, attrs)
+
+
+def _series_stack(
+    geobox: GeoBox,
+    times: Sequence[datetime],
+    bands: Sequence[str],
+    *,
+    fetch: Fetch,
+    name: str,
+    chunk_px: int,
+    prepare: Prepare | None,
+    tok: str,
+    attrs: Mapping[str, Any] | None,
+) -> xr.Dataset:
+    """The stack with one task per chunk fetching its whole series (see :func:`lazy_stack`)."""
+    prep_name, fetch_name = f"{name}-prepare-{tok}", f"{name}-series-{tok}"
+    ychunks, xchunks = splits(geobox.shape[0], chunk_px), splits(geobox.shape[1], chunk_px)
+    graph: dict[Any, Any] = {}
+    for i, (y0, cy) in enumerate(_starts(ychunks)):
+        for j, (x0, cx) in enumerate(_starts(xchunks)):
+            block = geobox[y0 : y0 + cy, x0 : x0 + cx]
+            prepared: Any = None
+            if prepare is not None:
+                graph[(prep_name, i, j)] = (prepare, block)
+                prepared = (prep_name, i, j)
+            graph[(fetch_name, 0, i, j)] = (
+                _fetch_series,
+                fetch,
+                len(times),
+                block,
+                prepared,
+                tuple(bands),
+                cy,
+                cx,
+            )
+    fetch_layer = MaterializedLayer(graph)
+    data_vars = {}
+    for band in bands:
+        var = f"{name}-{band}-{tok}"
+        layer = {
+            (var, 0, i, j): (operator.getitem, (fetch_name, 0, i, j), band)
+            for i in range(len(ychunks))
+            for j in range(len(xchunks))
+        }
+        hlg = HighLevelGraph(
+            {fetch_name: fetch_layer, var: MaterializedLayer(layer)},
+            {fetch_name: set(), var: {fetch_name}},
+        )
+        arr = da.Array(  # type: ignore[no-untyped-call]
+            hlg, var, chunks=((len(times),), ychunks, xchunks), dtype=band_dtype(band)
+        )
+        data_vars[band] = (("time", "y", "x"), arr, band_attrs(band))
+    return _dataset(geobox, times, data_vars, attrs)
+
+
+def _fetch_series(
+    fetch: Fetch,
+    n_times: int,
+    block: GeoBox,
+    prepared: Any,
+    bands: tuple[str, ...],
+    cy: int,
+    cx: int,
+) -> dict[str, NDArray[Any]]:
+    """Every band's series ``(time, cy, cx)`` over one block, fetched date by date.
+
+    Each date's block is written into the series as it comes, so the block's dates are
+    never held twice.
+    """
+    out = {band: np.empty((n_times, cy, cx), dtype=band_dtype(band)) for band in bands}
+    for t in range(n_times):
+        fetched = fetch(t, block, prepared)
+        for band in bands:
+            out[band][t] = _pick(fetched, band, 0, 0, cy, cx)[0]
+    return out
+
+
+def _dataset(
+    geobox: GeoBox,
+    times: Sequence[datetime],
+    data_vars: Mapping[str, Any],
+    attrs: Mapping[str, Any] | None,
+) -> xr.Dataset:
     coords = xr_coords(geobox, crs_coord_name="spatial_ref")
     coords["time"] = xr.DataArray(np.array(times, dtype="datetime64[ns]"), dims=("time",))
-    ds = xr.Dataset(data_vars, coords=coords, attrs=dict(attrs or {}))
-    for band in bands:
+    ds = xr.Dataset(dict(data_vars), coords=coords, attrs=dict(attrs or {}))
+    for band in data_vars:
         ds[band].encoding["grid_mapping"] = "spatial_ref"
     return ds
 
