@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from itertools import pairwise
 
+import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -78,7 +79,10 @@ def test_check_needs_nothing_and_touches_nothing() -> None:
 def test_stack_follows_the_scene_stack_convention() -> None:
     tile = plan_tiles(box(18.15, -19.66, 18.245, -19.57), tile_px=256)[5]
     src = DemoSource()
-    ds = src.load(tile, src.find_scenes(tile, date(2024, 1, 1), date(2024, 1, 20)), chunk_px=128)
+    with dask.config.set(num_workers=2):  # as many chunks as threads or more: whole series
+        ds = src.load(
+            tile, src.find_scenes(tile, date(2024, 1, 1), date(2024, 1, 20)), chunk_px=128
+        )
     assert list(ds.data_vars) == list(ALL_BANDS)
     assert ds["red"].dims == ("time", "y", "x")
     assert ds["red"].dtype == np.float32 and ds["scl"].dtype == np.uint8
@@ -529,3 +533,43 @@ def test_field_yield_is_visible_in_the_rendered_ndvi() -> None:
     assert np.corrcoef(measured, green)[0, 1] > 0.9
     seen, known = np.corrcoef(measured, truth)[0, 1], np.corrcoef(green, truth)[0, 1]
     assert seen > 0.3 and seen > known - 0.15
+
+
+def test_a_chunks_series_is_one_task_with_the_pixels_of_one_task_per_date() -> None:
+    from functools import partial
+
+    from agrimon.sources import demo
+    from agrimon.sources.lazy import lazy_stack
+
+    times = [_at(WET), _at(DRY), _at(PRE)]
+    days = [t.date() for t in times]
+    fetch = partial(demo._render_block, days=days, southern=True, bands=("red", "scl"))
+
+    def stack(fetch_px: int | None) -> xr.Dataset:
+        return lazy_stack(
+            GRID,
+            times,
+            ("red", "scl"),
+            fetch=fetch,
+            name="t",
+            chunk_px=128,
+            fetch_px=fetch_px,
+            prepare=demo._block_landscape,
+        )
+
+    with dask.config.set(num_workers=2):
+        series, per_date = stack(None), stack(128)
+    with dask.config.set(num_workers=8):  # more threads than chunks: spans of dates
+        spans = stack(None)
+    # 2 × 2 chunks: a landscape and a series task each, and one pick per band.
+    assert series["red"].data.chunks == ((3,), (128, 128), (128, 128))
+    assert len(dict(series.__dask_graph__())) == 4 * (2 + 2)
+    assert spans["red"].data.chunks == ((2, 1), (128, 128), (128, 128))
+    assert per_date["red"].data.chunks == ((1, 1, 1), (128, 128), (128, 128))
+    assert len(dict(per_date.__dask_graph__())) == 4 * (1 + 3 + 3 * 2)
+    a, b, c = series.compute(), per_date.compute(), spans.compute()
+    for band in ("red", "scl"):
+        assert a[band].dtype == b[band].dtype == c[band].dtype
+        np.testing.assert_array_equal(a[band].values, b[band].values)
+        np.testing.assert_array_equal(a[band].values, c[band].values)
+    assert a["scl"].dtype == np.uint8 and float(np.nanmax(a["red"].values)) > 0

@@ -41,19 +41,23 @@ THREADS_DEFAULT = 2
 #: report, QGIS project); calibrated on the measured runs below.
 PROCESS_BYTES = 560 << 20
 #: What a run that maps adds once per process: torch and the loaded model.
-MODEL_PROCESS_BYTES = 1000 << 20
-#: Memory of a tile in flight per pixel and date (its output layers, masks, zone pixel
-#: lists, the source's rendering and the GeoTIFFs being written grow with the dates), and
-#: what mapping adds per pixel (probabilities, inference buffers). Calibrated by
-#: ``bench/tile_memory.py`` (one 1024-px tile, 73 dates, 256- and 512-px chunks, with and
-#: without the model) and the measured runs of ``peak_memory_bytes``.
-TILE_OBS_BYTES = 3.05
-MAPPING_PIXEL_BYTES = 300
-#: Per thread, bytes per pixel-date of a chunk's series, per loaded band (float32; dask
-#: frees some early) and per index (the index, its masked and sorted copies, the season
-#: metrics' smoothing), calibrated with the above.
-BAND_OBS_BYTES = 3.24
-INDEX_OBS_BYTES = 19.7
+MODEL_PROCESS_BYTES = 670 << 20
+#: Memory of a tile in flight per pixel and date (its output layers, masks, the chunks'
+#: zonal partials until they are merged, the GeoTIFFs being written), and what mapping
+#: adds per pixel (probabilities, inference buffers). Calibrated by ``bench/tile_memory.py``
+#: (one 1024-px tile, 73 dates, 256- and 512-px chunks, with and without the model) and
+#: the measured runs of ``peak_memory_bytes``, with a demo or local source (one task per
+#: chunk's series).
+TILE_OBS_BYTES = 2.39
+MAPPING_PIXEL_BYTES = 30
+#: Per thread, bytes per pixel-date of a chunk's series, per loaded band (its float32
+#: series) and per index (the index, its masked and sorted copies, the season metrics'
+#: smoothing), calibrated with the above.
+BAND_OBS_BYTES = 4.06
+INDEX_OBS_BYTES = 28.4
+#: Per chunk of the tile and date: its zonal partials (a large zone's histogram), held
+#: until the tile's chunks are merged.
+CHUNK_DATE_BYTES = 40_000
 #: Tiles a process computes at once: one (its chunks on every thread), see
 #: :func:`agrimon.monitor.run_tiles`; a cluster's worker also holds one per task.
 TILES_IN_FLIGHT = 1
@@ -111,7 +115,8 @@ class RunPlan:
         every band when it maps, and :data:`INDEX_OBS_BYTES` per index): its composites,
         season metrics, encroachment map and zonal partials are computed chunk by chunk.
         Per pixel and date of the tile it holds the output layers and the rest
-        (:data:`TILE_OBS_BYTES`; :data:`MAPPING_PIXEL_BYTES` per pixel when it maps). It
+        (:data:`TILE_OBS_BYTES`; :data:`MAPPING_PIXEL_BYTES` per pixel when it maps), and
+        per chunk and date the chunks' zonal partials (:data:`CHUNK_DATE_BYTES`). It
         depends on the chunk and tile sizes and the number of dates, not on the AOI's size;
         the COGs are finished with a fixed GDAL cache.
         """
@@ -122,10 +127,12 @@ class RunPlan:
         chunk = min(self.spec.chunk_px**2, tile)
         per_obs_chunk = BAND_OBS_BYTES * n_bands + INDEX_OBS_BYTES * n_idx
         per_pixel = MAPPING_PIXEL_BYTES if monitor_model(self.spec) is not None else 0
+        chunks = -(-tile // chunk) if chunk else 0
         return int(
             self.process_bytes()
             + threads * chunk * dates * per_obs_chunk
-            + TILES_IN_FLIGHT * tile * (per_pixel + dates * TILE_OBS_BYTES)
+            + TILES_IN_FLIGHT
+            * (tile * (per_pixel + dates * TILE_OBS_BYTES) + chunks * dates * CHUNK_DATE_BYTES)
         )
 
     def tile_memory_bytes(self, threads: int = THREADS_DEFAULT) -> int:

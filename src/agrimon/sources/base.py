@@ -96,7 +96,9 @@ class Source(Protocol):
         Returns:
             Dataset with dims ``(time, y, x)``: one float32 reflectance variable per
             requested band, plus ``scl`` (uint8) where the source has it; CRS set,
-            dask-chunked ``(1, chunk_px, chunk_px)``.
+            dask-chunked ``chunk_px`` square in space and, along time, by a chunk's whole
+            series (sources that read each chunk on their own) or one date (remote
+            sources), see :func:`agrimon.sources.lazy.lazy_stack`.
         """
         ...
 

@@ -9,10 +9,12 @@ band), and output chunks cut from the fetched blocks.
 from __future__ import annotations
 
 import operator
+import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -89,24 +91,11 @@ def lazy_stack(
         ``(1, chunk_px, chunk_px)``, and each request is made once.
     """
     if fetch_px is None:
+        tok = tokenize(
+            geobox.affine, str(geobox.crs), geobox.shape, list(times), list(bands), chunk_px, token
+        )
         return _series_stack(
-            geobox,
-            times,
-            bands,
-            fetch=fetch,
-            name=name,
-            chunk_px=chunk_px,
-            prepare=prepare,
-            tok=tokenize(
-                geobox.affine,
-                str(geobox.crs),
-                geobox.shape,
-                list(times),
-                list(bands),
-                chunk_px,
-                token,
-            ),
-            attrs=attrs,
+            geobox, times, bands, chunk_px, (name, tok), fetch=fetch, prepare=prepare, attrs=attrs
         )
     if fetch_px % chunk_px:
         raise ValueError(f"fetch_px {fetch_px} is not a multiple of chunk_px {chunk_px}")
@@ -156,17 +145,23 @@ def _series_stack(
     geobox: GeoBox,
     times: Sequence[datetime],
     bands: Sequence[str],
+    chunk_px: int,
+    keys: tuple[str, str],
     *,
     fetch: Fetch,
-    name: str,
-    chunk_px: int,
     prepare: Prepare | None,
-    tok: str,
     attrs: Mapping[str, Any] | None,
 ) -> xr.Dataset:
-    """The stack with one task per chunk fetching its whole series (see :func:`lazy_stack`)."""
+    """The stack with one task per chunk fetching its whole series (see :func:`lazy_stack`).
+
+    A grid of fewer chunks than threads has its series cut into as many spans of dates as
+    keep every thread busy. ``keys``: the source's name and the request's token.
+    """
+    name, tok = keys
     prep_name, fetch_name = f"{name}-prepare-{tok}", f"{name}-series-{tok}"
     ychunks, xchunks = splits(geobox.shape[0], chunk_px), splits(geobox.shape[1], chunk_px)
+    spans = max(1, min(len(times), -(-_threads() // (len(ychunks) * len(xchunks)))))
+    tchunks = splits(len(times), -(-len(times) // spans)) if times else (0,)
     graph: dict[Any, Any] = {}
     for i, (y0, cy) in enumerate(_starts(ychunks)):
         for j, (x0, cx) in enumerate(_starts(xchunks)):
@@ -175,22 +170,22 @@ def _series_stack(
             if prepare is not None:
                 graph[(prep_name, i, j)] = (prepare, block)
                 prepared = (prep_name, i, j)
-            graph[(fetch_name, 0, i, j)] = (
-                _fetch_series,
-                fetch,
-                len(times),
-                block,
-                prepared,
-                tuple(bands),
-                cy,
-                cx,
-            )
+            for k, (t0, nt) in enumerate(_starts(tchunks)):
+                graph[(fetch_name, k, i, j)] = (
+                    _fetch_series,
+                    fetch,
+                    range(t0, t0 + nt),
+                    block,
+                    prepared,
+                    tuple(bands),
+                )
     fetch_layer = MaterializedLayer(graph)
     data_vars = {}
     for band in bands:
         var = f"{name}-{band}-{tok}"
         layer = {
-            (var, 0, i, j): (operator.getitem, (fetch_name, 0, i, j), band)
+            (var, k, i, j): (operator.getitem, (fetch_name, k, i, j), band)
+            for k in range(len(tchunks))
             for i in range(len(ychunks))
             for j in range(len(xchunks))
         }
@@ -199,31 +194,32 @@ def _series_stack(
             {fetch_name: set(), var: {fetch_name}},
         )
         arr = da.Array(  # type: ignore[no-untyped-call]
-            hlg, var, chunks=((len(times),), ychunks, xchunks), dtype=band_dtype(band)
+            hlg, var, chunks=(tchunks, ychunks, xchunks), dtype=band_dtype(band)
         )
         data_vars[band] = (("time", "y", "x"), arr, band_attrs(band))
     return _dataset(geobox, times, data_vars, attrs)
 
 
+def _threads() -> int:
+    """Threads the graph will run on: dask's configured number, else the CPUs."""
+    configured = dask.config.get("num_workers", None)
+    return int(configured) if configured else os.cpu_count() or 1
+
+
 def _fetch_series(
-    fetch: Fetch,
-    n_times: int,
-    block: GeoBox,
-    prepared: Any,
-    bands: tuple[str, ...],
-    cy: int,
-    cx: int,
+    fetch: Fetch, dates: range, block: GeoBox, prepared: Any, bands: tuple[str, ...]
 ) -> dict[str, NDArray[Any]]:
-    """Every band's series ``(time, cy, cx)`` over one block, fetched date by date.
+    """Every band's series ``(date, y, x)`` over one block, fetched date by date.
 
     Each date's block is written into the series as it comes, so the block's dates are
     never held twice.
     """
-    out = {band: np.empty((n_times, cy, cx), dtype=band_dtype(band)) for band in bands}
-    for t in range(n_times):
+    cy, cx = block.shape
+    out = {band: np.empty((len(dates), cy, cx), dtype=band_dtype(band)) for band in bands}
+    for n, t in enumerate(dates):
         fetched = fetch(t, block, prepared)
         for band in bands:
-            out[band][t] = _pick(fetched, band, 0, 0, cy, cx)[0]
+            out[band][n] = _pick(fetched, band, 0, 0, cy, cx)[0]
     return out
 
 
