@@ -12,7 +12,9 @@ output folder:
 1. **one**: a ``distributed.LocalCluster`` of 1 worker process with 1 thread;
 2. **two**: a ``LocalCluster`` of 2 worker processes with 1 thread each.
 
-Both phases start their own cluster the same way and pass its address as
+Both phases start their own cluster the same way, as ``agrimon run --workers N`` starts
+its own (``agrimon.cluster.local_cluster``: no statistical profiler on the workers, as the
+README's Slurm recipe sets too), but with one thread per worker, and pass its address as
 ``dask_address``, so both have the same per-worker setup (``agrimon run --workers 1``
 would compute in the calling process, without a cluster). A phase's time runs from the
 cluster's start to ``run_monitor``'s return (closing the cluster is left out of both); the
@@ -41,7 +43,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import math
 import os
 import tempfile
@@ -59,6 +60,7 @@ import psutil  # type: ignore[import-untyped]  # comes with dask[distributed]
 from shapely.geometry import Point, box, mapping
 from shapely.geometry.base import BaseGeometry
 
+from agrimon.cluster import local_cluster
 from agrimon.config import make_spec
 from agrimon.grid import from_lonlat, plan_tiles, to_lonlat
 from bench._measure import cpu_and_simd, in_child
@@ -182,20 +184,13 @@ def run_phase(workers: int, aoi: Path, out: Path, pin: bool) -> dict[str, Any]:
         The phase's times, the run's stages, the workers' memory and CPU and the tiles'
         tasks (JSON-serialisable).
     """
-    from distributed import Client, LocalCluster, get_task_stream
+    from distributed import Client, get_task_stream
 
     from agrimon.monitor import run_monitor
 
     load = os.getloadavg()[0]
     begin = time.perf_counter()
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    )
+    cluster = local_cluster(workers, 1)
     client = Client(cluster, set_as_default=False)
     try:
         client.wait_for_workers(workers)

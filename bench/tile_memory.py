@@ -75,7 +75,7 @@ def _whole(work: Any) -> None:
     features, series, clear = computed[-3], computed[-2], computed[-1]
     loaded = monitor_checkpoint(spec)
     if loaded is not None:
-        from agrimon.invasive.pipeline import TileMapper
+        from agrimon.invasive.mapping import TileMapper
 
         TileMapper(spec, loaded, [work.tile_plan]).map(tile, features)
     inside = inside_mask(tile)

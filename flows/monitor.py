@@ -58,9 +58,14 @@ def tile(work: TileWork) -> TileResult:
 
 
 @task(name="assemble products", cache_policy=NO_CACHE)
-def assemble(plan: RunPlan, results: list[TileResult], clock: RunClock) -> Path:
-    """Mosaics, vectors, tables, styles, report, catalog and manifest, atomically."""
-    return stages.write_products(plan, results, clock=clock)
+def assemble(
+    plan: RunPlan, results: list[TileResult], clock: RunClock, address: str | None
+) -> Path:
+    """Mosaics, vectors, tables, styles, report, catalog and manifest, atomically.
+
+    With a cluster (``address``) its workers draw the pictures.
+    """
+    return stages.write_products(plan, results, clock=clock, address=address)
 
 
 @task(name="publish artifacts", cache_policy=NO_CACHE)
@@ -115,7 +120,7 @@ def monitor(spec: RunSpec) -> Path:
                 results = stages.run_tiles(works, lambda one: _tile_task(one, storage)(one))
             else:
                 results = _on_cluster(works, storage, address)
-        folder = assemble(plan, results, clock)
+        folder = assemble(plan, results, clock, address)
     publish_artifacts(folder, plan.aoi.name)
     return folder
 

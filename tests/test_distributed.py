@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,15 @@ import rasterio
 from distributed import LocalCluster
 
 from agrimon import monitor as stages
-from agrimon.cluster import SCHEDULER_ENV, connect, warm_workers
+from agrimon.cluster import (
+    SCHEDULER_ENV,
+    assembly_pool,
+    connect,
+    run_jobs,
+    tile_cluster,
+    tune_allocator,
+    warm_workers,
+)
 from agrimon.errors import ConfigError
 
 from .conftest import demo_spec
@@ -64,6 +73,53 @@ def test_every_worker_is_set_up_once_before_the_tiles(cluster: LocalCluster) -> 
     # One setup task per worker, each on its own worker process, none here.
     assert len(pids) == 2 and all(w.startswith("tcp://127.0.0.1:") for w in pids)
     assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
+
+
+def test_pictures_are_drawn_on_the_workers_and_in_turn_without_a_cluster(
+    cluster: LocalCluster,
+) -> None:
+    jobs = {name: partial(_pid_and, name) for name in ("ndvi_median", "clear_count", "chart")}
+    with assembly_pool(str(cluster.scheduler_address)) as pool:
+        assert pool is not None
+        remote = run_jobs(jobs, pool)
+    from distributed import Client
+
+    with Client(cluster.scheduler_address) as client:
+        workers = set(client.run(os.getpid).values())
+    assert [r[1] for r in remote.values()] == list(jobs)  # each job's own result, by key
+    assert {r[0] for r in remote.values()} <= workers
+    with assembly_pool(None) as none:
+        assert none is None
+        here = run_jobs(jobs, none)
+    assert {r[0] for r in here.values()} == {os.getpid()}
+
+
+def _pid_and(name: str) -> tuple[int, str]:
+    return os.getpid(), name
+
+
+def test_workers_tune_their_allocator_and_agrimons_own_run_no_profiler(
+    cluster: LocalCluster,
+) -> None:
+    from distributed import Client
+
+    # Off a worker nothing changes; a nanny's worker (MALLOC_TRIM_THRESHOLD_ set) is tuned.
+    assert tune_allocator() is False
+    tuned = warm_workers(str(cluster.scheduler_address), tune_allocator)  # in a task
+    with Client(cluster.scheduler_address) as client:
+        profiled = client.run(_profiler_on)
+    assert len(tuned) == 2
+    assert sys.platform != "linux" or set(tuned.values()) == {True}
+    assert set(profiled.values()) == {True}  # dask's default, on a cluster not ours
+    with tile_cluster(None, workers=2) as address, Client(address) as client:
+        assert set(client.run(_profiler_on).values()) == {False}
+        assert len(client.run(os.getpid)) == 2
+
+
+def _profiler_on() -> bool:
+    import dask
+
+    return bool(dask.config.get("distributed.worker.profile.enabled"))
 
 
 def _computed_by(folder: Path) -> set[int]:
@@ -153,10 +209,15 @@ def test_the_cli_on_a_scheduler_and_two_worker_processes_equals_a_local_run(
         a = Path(local.stdout.strip().splitlines()[-1])
         b = Path(remote.stdout.strip().splitlines()[-1])
         digests = [
-            {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(f.glob("*.tif"))}
+            {
+                str(p.relative_to(f)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted([*f.glob("*.tif"), *f.glob("pictures/*.png")])
+            }
             for f in (a, b)
         ]
-        assert digests[0] == digests[1] and len(digests[0]) >= 2
+        # The COGs, and the pictures the cluster's workers drew.
+        assert digests[0] == digests[1] and len(digests[0]) >= 4
+        assert any(name.startswith("pictures/") for name in digests[0])
         assert _computed_by(b) == pids  # every tile on a worker, both workers used
     finally:
         for proc in reversed(started):

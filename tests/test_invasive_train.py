@@ -17,6 +17,7 @@ from agrimon.errors import ModelError, TrainingError
 from agrimon.invasive.card import load_checkpoint
 from agrimon.invasive.dataset import Chips, assign_folds, load_chips
 from agrimon.invasive.features import SEASON_V1, season_window
+from agrimon.invasive.mapping import raster_feature_set
 from agrimon.invasive.metrics import best_threshold_f1, confusion, scores
 from agrimon.invasive.model import (
     SUMMARY_STATS,
@@ -25,7 +26,7 @@ from agrimon.invasive.model import (
     build_classifier,
     series_summary,
 )
-from agrimon.invasive.pipeline import TrainJob, raster_feature_set, run_training
+from agrimon.invasive.pipeline import TrainJob, run_training
 from agrimon.invasive.train import TrainOptions, make_problem
 from agrimon.tilework import phenology_params
 

@@ -194,7 +194,7 @@ def predict_invasive(
 
     The last line printed is the folder.
     """
-    from agrimon.invasive.pipeline import predict_aoi, predict_features_file
+    from agrimon.invasive.mapping import predict_aoi, predict_features_file
 
     run = _run_spec(spec, aoi_option, features)
     if features is not None:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from concurrent.futures import Executor
 from contextlib import contextmanager
-from typing import TypeVar
+from functools import cache
+from typing import Any, TypeVar
 
 from agrimon.errors import ConfigError
 
@@ -18,8 +22,19 @@ SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 # Address schemes of dask.distributed that run over TCP.
 _SCHEMES = ("tcp", "tls", "ws", "wss")
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 #: Prefect's setting of its console handler's level (``logging.yml``, by environment).
 _CONSOLE_LEVEL = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"
+#: The dask settings agrimon's tile workers start with: no statistical profiler. It samples
+#: every thread's stack every 10 ms on the worker's event loop, which cost a tenth of a
+#: tile's time, for a dashboard view that one long task per tile does not need. (A nanny
+#: hands its own settings to its worker, so they apply where the nanny is made; ``dask
+#: worker`` takes the same from ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False``.)
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
+#: glibc's ``mallopt`` parameter: allocations above this many bytes are mapped on their own.
+_M_MMAP_THRESHOLD = -3
+#: glibc's own ceiling for that threshold on 64-bit systems, where it adapts to by itself.
+MMAP_THRESHOLD_BYTES = 32 * 2**20
 
 
 def scheduler_address(explicit: str | None) -> str | None:
@@ -128,17 +143,7 @@ def tile_cluster(
     if workers <= 1:
         yield None
         return
-    from distributed import LocalCluster
-
-    with LocalCluster(  # type: ignore[no-untyped-call]
-        n_workers=workers,
-        threads_per_worker=local_threads(workers),
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-        env=_worker_env(),
-    ) as cluster:
+    with local_cluster(workers, local_threads(workers), env=_worker_env()) as cluster:
         try:
             yield str(cluster.scheduler_address)
         except BaseException:
@@ -147,6 +152,29 @@ def tile_cluster(
             # finish and killed seconds later.
             _kill_workers(cluster)
             raise
+
+
+def local_cluster(workers: int, threads: int, *, env: dict[str, str] | None = None) -> Any:
+    """A ``LocalCluster`` of tile workers on 127.0.0.1 (:data:`WORKER_CONFIG`), started.
+
+    Args:
+        workers: Worker processes.
+        threads: Threads per worker.
+        env: Environment variables of the worker processes.
+    """
+    import dask
+    from distributed import LocalCluster
+
+    with dask.config.set(WORKER_CONFIG):  # the nannies take it over as they start
+        return LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=workers,
+            threads_per_worker=threads,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+            env=env or {},
+        )
 
 
 def _worker_env() -> dict[str, str]:
@@ -208,3 +236,65 @@ def warm_workers(address: str, setup: Callable[..., T], *args: object) -> dict[s
         # A setup that failed fails the run here, with its message.
         results = client.gather(futures)
         return dict(zip(workers, results, strict=True))
+
+
+@cache
+def tune_allocator() -> bool:
+    """On a dask worker, let glibc serve a tile's arrays from its heap, once per process.
+
+    dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_`` set (to give freed memory
+    back to the system). Setting it also stops glibc from raising its mmap threshold above
+    128 KiB as a process's arrays grow (glibc's rule), so every array of 128 KiB to 32 MiB
+    is mapped and unmapped on its own: on a worker's first tile that cost 3.6 million page
+    faults and about 8 s of system time, nearly doubling the tile (``bench/scaling.py``).
+    Setting the threshold to glibc's own ceiling gives what glibc would have adapted to;
+    the trim threshold still gives memory back. A threshold the user set is left alone.
+
+    Returns:
+        Whether the threshold was set (glibc, on a worker started with a trim threshold).
+    """
+    if not on_worker() or not sys.platform.startswith("linux"):
+        return False
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
+@contextmanager
+def assembly_pool(address: str | None) -> Iterator[Executor | None]:
+    """The cluster at ``address`` as an executor, for the assembly's independent jobs.
+
+    The run's pictures are drawn there, one per task, while the tiles' workers would
+    otherwise idle; each job reads and writes the run's staging folder, which the workers
+    see as they see its work folder.
+
+    Yields:
+        An executor of the cluster, or None without one (the jobs then run here, in turn).
+    """
+    if address is None:
+        yield None
+        return
+    from distributed import Client
+
+    with Client(address, set_as_default=False) as client:  # type: ignore[no-untyped-call]
+        yield client.get_executor(pure=False)
+
+
+def run_jobs(jobs: Mapping[K, Callable[[], T]], pool: Executor | None) -> dict[K, T]:
+    """Run independent jobs, one task each on ``pool`` (in turn, here, without); results by key.
+
+    Args:
+        jobs: Each job by key: a picklable callable of no argument (a ``functools.partial``).
+        pool: From :func:`assembly_pool`.
+    """
+    if pool is None:
+        return {key: job() for key, job in jobs.items()}
+    return dict(zip(jobs, pool.map(_run, jobs.values()), strict=True))
+
+
+def _run(job: Callable[[], T]) -> T:
+    return job()

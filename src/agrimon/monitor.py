@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,13 @@ import pyogrio
 from odc.geo.geobox import GeoBox
 
 from agrimon.aoi import Aoi, read_aoi
-from agrimon.cluster import check_scheduler, tile_cluster, warm_workers
+from agrimon.cluster import (
+    assembly_pool,
+    check_scheduler,
+    run_jobs,
+    tile_cluster,
+    warm_workers,
+)
 from agrimon.config import RunSpec
 from agrimon.errors import ConfigError, SourceError
 from agrimon.grid import Tile, geobox_for, zone_pieces
@@ -29,7 +36,7 @@ from agrimon.invasive.features import monitor_model
 from agrimon.plan import RunPlan, plan_run
 from agrimon.products.catalog import ZoneProducts, mean_cloud_cover, write_catalog
 from agrimon.products.change import CHANGE_LAYER, anomaly_layer, incompatibility, write_change
-from agrimon.products.cog import BLOCK_PX, CogWriter, window_of
+from agrimon.products.cog import BLOCK_PX, CogWriter, Layer, window_of
 from agrimon.products.deliver import deliver
 from agrimon.products.folder import check_output_folder, staged_folder
 from agrimon.products.layers import run_stem, write_base_layers
@@ -86,7 +93,7 @@ def check_inputs(spec: RunSpec) -> Aoi:
     get_source(spec.source, settings).check()
     loaded = None
     if monitor_model(spec) is not None:
-        from agrimon.invasive.pipeline import check_monitor_model  # torch: only when mapping
+        from agrimon.invasive.mapping import check_monitor_model  # torch: only when mapping
 
         loaded = check_monitor_model(spec)
     if spec.reference is not None:
@@ -201,7 +208,11 @@ def final_folder(plan: RunPlan) -> Path:
 
 
 def write_products(
-    plan: RunPlan, results: Sequence[TileResult], *, clock: RunClock | None = None
+    plan: RunPlan,
+    results: Sequence[TileResult],
+    *,
+    clock: RunClock | None = None,
+    address: str | None = None,
 ) -> Path:
     """Assemble the finished tiles into the run's products, atomically.
 
@@ -213,6 +224,8 @@ def write_products(
         results: Every tile's result (:func:`agrimon.tilework.run_tile`).
         clock: When the run started and its stages' times so far (the manifest records
             them); a new clock by default.
+        address: The run's Dask cluster, which writes the mosaics and draws the pictures
+            (one task each); they are made here without one.
 
     Returns:
         The product folder ``<out>/<aoi>/<start>_<end>``.
@@ -225,7 +238,7 @@ def write_products(
     layers = product_layers(spec)
     mapper = None
     if monitor_model(spec) is not None:
-        from agrimon.invasive.pipeline import TileMapper
+        from agrimon.invasive.mapping import TileMapper
 
         loaded = monitor_checkpoint(spec)  # checked before the run; loaded once per process
         mapper = TileMapper(spec, loaded, plan.tiles) if loaded is not None else None
@@ -234,7 +247,7 @@ def write_products(
         mapper.confusion = summed_confusion(results)
     units = run_units(plan)
     zone_files: dict[str, dict[str, Path]] = {}
-    with staged_folder(final) as folder:
+    with staged_folder(final) as folder, assembly_pool(address) as pool:
         zone_products = []
         for epsg in zones:
             in_zone = [r for r in results if r.tile.epsg == epsg]
@@ -252,10 +265,13 @@ def write_products(
             files = {name: folder / f"{name}{suffix}.tif" for name in layers}
             zone_files[suffix] = files
             with clock.stage("mosaics"):
-                for name, layer in layers.items():
-                    with CogWriter(files[name], grid, layer, tags=tags) as writer:
-                        for result in in_zone:
-                            writer.write(result.tile.geobox, result.read(name))
+                run_jobs(
+                    {
+                        name: partial(mosaic, files[name], grid, layer, in_zone, tags=tags)
+                        for name, layer in layers.items()
+                    },
+                    pool,
+                )
             footprint = zone_pieces(plan.aoi.geometry)[epsg]
             cloud = mean_cloud_cover(
                 s.cloud_cover for t in plan.tiles if t.tile.epsg == epsg for s in t.scenes
@@ -354,6 +370,7 @@ def write_products(
                 index=spec.indices[0],
                 model_cards=model_cards(spec),
                 change=change,
+                pool=pool,
             )
         tables["run_gpkg"] = gpkg
         run_id = f"{plan.aoi.name}-{spec.period}"
@@ -508,6 +525,21 @@ def _model_record(spec: RunSpec) -> list[dict[str, Any]]:
     return models
 
 
+def mosaic(
+    path: Path,
+    grid: GeoBox,
+    layer: Layer,
+    tiles: Sequence[TileResult],
+    *,
+    tags: dict[str, str],
+) -> Path:
+    """Write one layer's COG on ``grid`` from the tiles' persisted results, a tile at a time."""
+    with CogWriter(path, grid, layer, tags=tags) as writer:
+        for result in tiles:
+            writer.write(result.tile.geobox, result.read(layer.name))
+    return path
+
+
 def zone_grids(tiles: Sequence[Tile]) -> dict[int, GeoBox]:
     """The mosaic grid of each UTM zone: the pixel grid covering the zone's tiles."""
     grids = {}
@@ -578,7 +610,7 @@ def run_monitor(spec: RunSpec) -> Path:
         works = tile_work(plan, work)
         with clock.stage("tiles"):
             results = run_tiles(works) if address is None else distribute(works, address)
-        return write_products(plan, results, clock=clock)
+        return write_products(plan, results, clock=clock, address=address)
 
 
 def distribute(works: Sequence[TileWork], address: str) -> list[TileResult]:

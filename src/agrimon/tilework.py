@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 from rasterio.features import geometry_mask
 
 import agrimon
-from agrimon.cluster import on_worker
+from agrimon.cluster import on_worker, tune_allocator
 from agrimon.config import RunSpec
 from agrimon.errors import ProductError, SourceError
 from agrimon.grid import Tile
@@ -423,11 +423,14 @@ def run_tile(work: TileWork) -> TileResult:
         if on_worker():
             # On a cluster the tile is this worker's whole task: its graph runs on as many
             # threads as the worker has (not one per core: workers share the cores), not
-            # back through the scheduler.
+            # back through the scheduler; on one, in the task's own thread, with no pool
+            # thread handing results back (which took a fifth of a second core).
             from distributed import get_worker
 
             threads = get_worker().state.nthreads
-            with dask.config.set(scheduler="threads", num_workers=threads):
+            tune_allocator()  # a worker that joined after the set-up
+            scheduler = "sync" if threads == 1 else "threads"
+            with dask.config.set(scheduler=scheduler, num_workers=threads):
                 return _compute(work)
         return _compute(work)
     except SourceError as err:
@@ -458,7 +461,7 @@ def _compute(work: TileWork) -> TileResult:
     ]
     probs = None
     if loaded is not None and comp.features is not None:
-        from agrimon.invasive.pipeline import lazy_probabilities
+        from agrimon.invasive.mapping import lazy_probabilities
 
         # The model maps each chunk's features in the graph: the tile's feature image
         # (81 channels) is never held whole.
@@ -477,7 +480,7 @@ def _compute(work: TileWork) -> TileResult:
     del computed  # the layers hold the arrays themselves, not copies
     confusion = None
     if loaded is not None:
-        from agrimon.invasive.pipeline import TileMapper
+        from agrimon.invasive.mapping import TileMapper
 
         mapper = TileMapper(spec, loaded, [tile_plan])
         mapped = mapper.map(tile, None, probs=None if probs is None else np.asarray(probs))
@@ -548,7 +551,8 @@ def _blank(values: NDArray[Any], outside: NDArray[np.bool_], nodata: float) -> N
 
 
 def warm_process(spec: RunSpec) -> None:
-    """Load once what every tile of the run needs in this process: the model (and torch)."""
+    """Set up this process for the run's tiles: its allocator, the model (and torch)."""
+    tune_allocator()
     monitor_checkpoint(spec)
 
 
@@ -564,7 +568,7 @@ def monitor_checkpoint(spec: RunSpec) -> LoadedModel | None:
 
 @lru_cache(maxsize=2)
 def _load_checkpoint(path: str, mtime_ns: int, size: int) -> LoadedModel:
-    from agrimon.invasive.pipeline import load_for
+    from agrimon.invasive.mapping import load_for
 
     del mtime_ns, size  # they only key the cache
     return load_for(Path(path), SEASON_V1)

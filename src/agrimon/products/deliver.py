@@ -6,14 +6,17 @@ before the catalog and the manifest (which list what this stage adds).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from concurrent.futures import Executor
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
 from shapely.geometry.base import BaseGeometry
 
+from agrimon.cluster import run_jobs
 from agrimon.products.change import ChangeSummary
 from agrimon.products.cog import Layer
 from agrimon.products.pictures import quicklook, season_dates, zone_chart
@@ -44,6 +47,7 @@ def deliver(
     index: str,
     model_cards: Sequence[tuple[str, str]] = (),
     change: ChangeSummary | None = None,
+    pool: Executor | None = None,
 ) -> Path:
     """Write the QGIS styles and project, the quicklooks and charts, and ``report.html``.
 
@@ -63,6 +67,8 @@ def deliver(
         index: The index of the charts (the run's first).
         model_cards: ``(title, Markdown)`` of the models the run used.
         change: The change against an earlier run, if any.
+        pool: Where the pictures are drawn, one job each (a cluster's executor); in turn,
+            here, without one.
 
     Returns:
         The report's path.
@@ -81,41 +87,44 @@ def deliver(
     pictures = folder / PICTURES
     pictures.mkdir(exist_ok=True)
     period = f"{start} – {end}"
-    looks: dict[str, Path] = {}
-    for name, (path, layer) in rasters.items():
-        looks[name] = quicklook(
+    looks: dict[Hashable, Callable[[], Path]] = {
+        name: partial(
+            quicklook,
             path,
             raster_symbology(layer, context),
             title=f"{aoi_name} · {period} · {layer.title}",
             out=pictures / f"{name}.png",
             outline=outline,
         )
+        for name, (path, layer) in rasters.items()
+    }
     doy = {m: folder / f"{index}_{m}_doy.tif" for m in ("start", "peak", "end")}
     seasons = (
         season_dates(doy, zones, period_start=start)
         if all(p.is_file() for p in doy.values())
         else {}
     )
-    charts = []
+    charts: dict[str, Callable[[], Path]] = {}
     for i, name in enumerate(str(n) for n in zones["name"]):
         rows = zonal_table[(zonal_table["name"] == name) & (zonal_table["index"] == index)]
         if rows.empty:
             continue
-        charts.append(
-            (
-                name,
-                zone_chart(
-                    rows,
-                    title=f"{name} · {index.upper()} · {period}",
-                    out=pictures / f"series_{i + 1}.png",
-                    season=seasons.get(name),
-                ),
-            )
+        charts[name] = partial(
+            zone_chart,
+            rows,
+            title=f"{name} · {index.upper()} · {period}",
+            out=pictures / f"series_{i + 1}.png",
+            season=seasons.get(name),
         )
-    shown = [(rasters[n][1].title, looks[n]) for n in REPORT_MAPS if n in looks]
+    drawn = run_jobs({**looks, **{("chart", name): job for name, job in charts.items()}}, pool)
+    looks_drawn = {name: drawn[name] for name in looks}
+    chart_files = [(name, drawn["chart", name]) for name in charts]
+    shown = [(rasters[n][1].title, looks_drawn[n]) for n in REPORT_MAPS if n in looks_drawn]
     change_report = None
     if change is not None:
-        change_looks = [(rasters[n][1].title, looks[n]) for n in change.files if n in looks]
+        change_looks = [
+            (rasters[n][1].title, looks_drawn[n]) for n in change.files if n in looks_drawn
+        ]
         change_report = ChangeReport.from_summary(change, quicklooks=change_looks)
     return write_report(
         folder,
@@ -125,7 +134,7 @@ def deliver(
             period=(start, end),
             project_file=project.name,
             quicklooks=shown,
-            zone_charts=charts,
+            zone_charts=chart_files,
             model_cards=list(model_cards),
             change=change_report,
             seasons=seasons,

@@ -31,10 +31,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import date
+from functools import lru_cache
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 from dask.base import compute
 from shapely.geometry.base import BaseGeometry
 
@@ -84,7 +86,13 @@ def demo_fields(geometry: BaseGeometry) -> gpd.GeoDataFrame:
         ``field_id``, ``area_ha`` and the field's polygon (EPSG:4326), one row per field
         (see :func:`agrimon.sources.demo.field_truth`).
     """
-    fields, _ = field_truth(geometry, ())
+    return _demo_fields(shapely.to_wkb(geometry)).copy()
+
+
+@lru_cache(maxsize=4)
+def _demo_fields(wkb: bytes) -> gpd.GeoDataFrame:
+    # A run asks twice (its tiles' work and its assembly); drawing the fields takes seconds.
+    fields, _ = field_truth(shapely.from_wkb(wkb), ())
     return fields.loc[:, FIELD_COLUMNS]
 
 
