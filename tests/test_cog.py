@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 from odc.geo.geobox import GeoBox
 from rio_cogeo.cogeo import cog_validate
 
-from agrimon.invasive.predict import INVASIVE_CLASS
+from agrimon.invasive.products import INVASIVE_CLASS
 from agrimon.products.cog import BandStatistics, CogWriter, Layer, read_statistics
 
 EPSG = 32734

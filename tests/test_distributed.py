@@ -25,10 +25,10 @@ from agrimon.cluster import (
     connect,
     run_jobs,
     tile_cluster,
-    tune_allocator,
     warm_workers,
 )
 from agrimon.errors import ConfigError
+from agrimon.malloc import adaptive_mmap_threshold
 
 from .conftest import demo_spec
 
@@ -103,9 +103,9 @@ def test_workers_tune_their_allocator_and_agrimons_own_run_no_profiler(
 ) -> None:
     from distributed import Client
 
-    # Off a worker nothing changes; a nanny's worker (MALLOC_TRIM_THRESHOLD_ set) is tuned.
-    assert tune_allocator() is False
-    tuned = warm_workers(str(cluster.scheduler_address), tune_allocator)  # in a task
+    # Here nothing changes; a nanny's worker (MALLOC_TRIM_THRESHOLD_ set) is tuned.
+    assert "MALLOC_TRIM_THRESHOLD_" in os.environ or adaptive_mmap_threshold() is False
+    tuned = warm_workers(str(cluster.scheduler_address), adaptive_mmap_threshold)
     with Client(cluster.scheduler_address) as client:
         profiled = client.run(_profiler_on)
     assert len(tuned) == 2

@@ -16,7 +16,6 @@ from torch import Tensor, nn
 
 from agrimon.invasive.model import ModelConfig, ModelName, build_classifier
 from agrimon.invasive.predict import (
-    TARGET_COLOUR,
     blend_weights,
     class_products,
     grid_origin,
@@ -25,6 +24,7 @@ from agrimon.invasive.predict import (
     predict_raster,
     predict_tile,
 )
+from agrimon.invasive.products import TARGET_COLOUR
 from agrimon.products.cog import Layer, write_cog
 
 CRS = "EPSG:32733"
@@ -332,3 +332,38 @@ def test_predict_raster_refuses_a_target_outside_the_classes(tmp_path: Path) -> 
             halo=0,
         )
     assert not list((tmp_path / "out").glob("*.tif"))
+
+
+def test_the_maps_layers_and_demo_accuracy_come_from_the_card_without_torch() -> None:
+    import subprocess
+    import sys
+
+    from agrimon.config import SHIPPED_INVASIVE_MODEL
+    from agrimon.invasive.features import SEASON_V1
+    from agrimon.invasive.mapping import load_for, map_layers
+    from agrimon.invasive.products import MapModel
+
+    # What the assembly imports and reads, in a fresh interpreter: no torch, no training stack.
+    code = (
+        "import sys, agrimon.monitor, agrimon.area.products, agrimon.yieldcast.products; "
+        "from agrimon.config import SHIPPED_INVASIVE_MODEL as m; "
+        "from agrimon.invasive.products import MapModel; MapModel.read(m).layers; "
+        "print([k for k in ('torch', 'torchgeo', 'sklearn') if k in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    loaded = load_for(SHIPPED_INVASIVE_MODEL, SEASON_V1)
+    model = MapModel.read(SHIPPED_INVASIVE_MODEL)
+    assert (model.path, model.classes, model.target) == (
+        loaded.path,
+        loaded.classes,
+        loaded.target,
+    )
+    assert model.layers == map_layers(loaded)
+    # (other, target) confusion: 35 target pixels found of 45, 5 false alarms.
+    accuracy = model.accuracy(np.array([[50, 5], [10, 35]], dtype=np.int64))
+    assert accuracy["model"] == str(loaded.path)
+    assert accuracy["model_sha256"] == loaded.card["sha256"]
+    assert accuracy["overall_accuracy"] == 0.85 and accuracy["pixels"] == 100
+    target = accuracy["classes"][loaded.target]
+    assert (target["precision"], target["recall"], target["support"]) == (0.875, 0.7778, 45)

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from agrimon.errors import ModelError
 from agrimon.products.manifest import sha256_file
 
@@ -43,6 +41,8 @@ def write_checkpoint(
     """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / CHECKPOINT
+    import torch
+
     torch.save(payload, path)
     card.update({"checkpoint": CHECKPOINT, "sha256": sha256_file(path)})
     (folder / CARD_JSON).write_text(json.dumps(card, indent=2) + "\n")
@@ -91,6 +91,8 @@ def load_verified(
             f"model checkpoint {path} does not match its card (SHA-256 {actual[:12]}… ≠ "
             f"{str(card['sha256'])[:12]}…): the file was changed or damaged; retrain or restore it"
         )
+    import torch  # only to read the weights: a card is read without it
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling refuses anything but weights and plain types

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from concurrent.futures import Executor
 from contextlib import contextmanager
-from functools import cache
 from typing import Any, TypeVar
 
 from agrimon.errors import ConfigError
@@ -31,10 +28,6 @@ _CONSOLE_LEVEL = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"
 #: hands its own settings to its worker, so they apply where the nanny is made; ``dask
 #: worker`` takes the same from ``DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False``.)
 WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
-#: glibc's ``mallopt`` parameter: allocations above this many bytes are mapped on their own.
-_M_MMAP_THRESHOLD = -3
-#: glibc's own ceiling for that threshold on 64-bit systems, where it adapts to by itself.
-MMAP_THRESHOLD_BYTES = 32 * 2**20
 
 
 def scheduler_address(explicit: str | None) -> str | None:
@@ -236,32 +229,6 @@ def warm_workers(address: str, setup: Callable[..., T], *args: object) -> dict[s
         # A setup that failed fails the run here, with its message.
         results = client.gather(futures)
         return dict(zip(workers, results, strict=True))
-
-
-@cache
-def tune_allocator() -> bool:
-    """On a dask worker, let glibc serve a tile's arrays from its heap, once per process.
-
-    dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_`` set (to give freed memory
-    back to the system). Setting it also stops glibc from raising its mmap threshold above
-    128 KiB as a process's arrays grow (glibc's rule), so every array of 128 KiB to 32 MiB
-    is mapped and unmapped on its own: on a worker's first tile that cost 3.6 million page
-    faults and about 8 s of system time, nearly doubling the tile (``bench/scaling.py``).
-    Setting the threshold to glibc's own ceiling gives what glibc would have adapted to;
-    the trim threshold still gives memory back. A threshold the user set is left alone.
-
-    Returns:
-        Whether the threshold was set (glibc, on a worker started with a trim threshold).
-    """
-    if not on_worker() or not sys.platform.startswith("linux"):
-        return False
-    if "MALLOC_TRIM_THRESHOLD_" not in os.environ or "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
-    except (OSError, AttributeError):  # not glibc
-        return False
 
 
 @contextmanager

@@ -21,6 +21,7 @@ import pyogrio
 from odc.geo.geobox import GeoBox
 
 from agrimon.aoi import Aoi, read_aoi
+from agrimon.checkpoint import CARD_JSON
 from agrimon.cluster import (
     assembly_pool,
     check_scheduler,
@@ -33,6 +34,7 @@ from agrimon.errors import ConfigError, SourceError
 from agrimon.grid import Tile, geobox_for, zone_pieces
 from agrimon.indices import zonal
 from agrimon.invasive.features import monitor_model
+from agrimon.invasive.products import MapModel
 from agrimon.plan import RunPlan, plan_run
 from agrimon.products.catalog import ZoneProducts, mean_cloud_cover, write_catalog
 from agrimon.products.change import CHANGE_LAYER, anomaly_layer, incompatibility, write_change
@@ -49,7 +51,6 @@ from agrimon.sources import get_source
 from agrimon.tilework import (
     TileResult,
     TileWork,
-    monitor_checkpoint,
     phenology_params,
     plan_work,
     product_layers,
@@ -224,8 +225,8 @@ def write_products(
         results: Every tile's result (:func:`agrimon.tilework.run_tile`).
         clock: When the run started and its stages' times so far (the manifest records
             them); a new clock by default.
-        address: The run's Dask cluster, which writes the mosaics and draws the pictures
-            (one task each); they are made here without one.
+        address: The run's Dask cluster, which writes the mosaics, draws the pictures and
+            forecasts the yields (one task each); they are made here without one.
 
     Returns:
         The product folder ``<out>/<aoi>/<start>_<end>``.
@@ -236,15 +237,14 @@ def write_products(
     grids = zone_grids([r.tile for r in results])
     zones = sorted(grids)
     layers = product_layers(spec)
-    mapper = None
-    if monitor_model(spec) is not None:
-        from agrimon.invasive.mapping import TileMapper
-
-        loaded = monitor_checkpoint(spec)  # checked before the run; loaded once per process
-        mapper = TileMapper(spec, loaded, plan.tiles) if loaded is not None else None
-    if mapper is not None:
-        layers = {**layers, **mapper.layers}
-        mapper.confusion = summed_confusion(results)
+    # The map's layers and accuracy come from the model's card: on a cluster the tiles were
+    # mapped there, and this process need not load torch.
+    model_path = monitor_model(spec)
+    mapped = MapModel.read(model_path) if model_path is not None else None
+    map_names: list[str] = []
+    if mapped is not None:
+        layers = {**layers, **mapped.layers}
+        map_names = list(mapped.layers)
     units = run_units(plan)
     zone_files: dict[str, dict[str, Path]] = {}
     with staged_folder(final) as folder, assembly_pool(address) as pool:
@@ -289,14 +289,14 @@ def write_products(
         partials = [r.zonal_partial() for r in results]
         gpkg = folder / f"{run_stem(plan.aoi.name, spec.period)}.gpkg"
         zone_table, tables = write_zone_tables(folder, partials)
-        if mapper is not None:
+        if mapped is not None:
             from agrimon.area.products import area_products
 
             tables.update(
                 area_products(
                     folder,
                     {
-                        suffix: {n: files[n] for n in mapper.layers}
+                        suffix: {n: files[n] for n in map_names}
                         for suffix, files in zone_files.items()
                     },
                     zones=plan.aoi.zones,
@@ -317,7 +317,9 @@ def write_products(
         if units is not None:
             unit_partials = [p for p in (r.units_partial() for r in results) if p is not None]
             table = zonal.zonal_table(zonal.combine_partials(unit_partials))
-            tables.update(yield_products(folder, spec, units, table, gpkg=gpkg))
+            # A job: on a cluster a worker forecasts, with torch loaded already.
+            forecast = partial(yield_products, folder, spec, units, table, gpkg=gpkg)
+            tables.update(run_jobs({"forecast": forecast}, pool)["forecast"])
         earlier = earlier_run(spec, final, zones)
         change = None
         if earlier is not None:
@@ -330,7 +332,8 @@ def write_products(
                 gpkg=gpkg,
                 mmu_ha=spec.mmu_ha,
             )
-        accuracy = mapper.accuracy() if mapper is not None else None
+        confusion = summed_confusion(results) if spec.source == "demo" else None
+        accuracy = mapped.accuracy(confusion) if mapped and confusion is not None else None
         if accuracy is not None:
             path = folder / INVASIVE_ACCURACY
             path.write_text(json.dumps(accuracy, indent=2) + "\n")
@@ -498,8 +501,6 @@ def _model_record(spec: RunSpec) -> list[dict[str, Any]]:
     models = []
     path = monitor_model(spec)
     if path is not None:
-        from agrimon.invasive.card import CARD_JSON
-
         card = json.loads(((path if path.is_dir() else path.parent) / CARD_JSON).read_text())
         models.append(
             model_entry(

@@ -39,12 +39,13 @@ from numpy.typing import NDArray
 from rasterio.features import geometry_mask
 
 import agrimon
-from agrimon.cluster import on_worker, tune_allocator
+from agrimon.cluster import on_worker
 from agrimon.config import RunSpec
 from agrimon.errors import ProductError, SourceError
 from agrimon.grid import Tile
 from agrimon.indices import composites, masks, phenology, spectral, zonal
 from agrimon.invasive.features import SEASON_V1, feature_stack, monitor_model, season_window
+from agrimon.malloc import adaptive_mmap_threshold, keep_freed_memory
 from agrimon.plan import TilePlan, monitor_bands
 from agrimon.products.cog import Layer, write_geotiff
 from agrimon.products.manifest import sha256_file
@@ -428,7 +429,7 @@ def run_tile(work: TileWork) -> TileResult:
             from distributed import get_worker
 
             threads = get_worker().state.nthreads
-            tune_allocator()  # a worker that joined after the set-up
+            adaptive_mmap_threshold()  # a worker that joined after the set-up
             scheduler = "sync" if threads == 1 else "threads"
             with dask.config.set(scheduler=scheduler, num_workers=threads):
                 return _compute(work)
@@ -551,9 +552,14 @@ def _blank(values: NDArray[Any], outside: NDArray[np.bool_], nodata: float) -> N
 
 
 def warm_process(spec: RunSpec) -> None:
-    """Set up this process for the run's tiles: its allocator, the model (and torch)."""
-    tune_allocator()
-    monitor_checkpoint(spec)
+    """Set up this (worker) process for the run's tiles: its allocator, the model and torch.
+
+    A run that maps keeps freed blocks for its forward passes from the first tile's first
+    chunk on, not only after its first pass (:func:`agrimon.malloc.keep_freed_memory`).
+    """
+    adaptive_mmap_threshold()
+    if monitor_checkpoint(spec) is not None:
+        keep_freed_memory()
 
 
 def monitor_checkpoint(spec: RunSpec) -> LoadedModel | None:

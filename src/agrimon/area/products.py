@@ -54,7 +54,7 @@ def area_products(
     Returns:
         The files by table key (``<kind>@<suffix>`` for per-UTM-zone files).
     """
-    from agrimon.invasive.predict import (
+    from agrimon.invasive.products import (
         INVASIVE_CLASS,
         INVASIVE_PROBABILITY,
         INVASIVE_UNCERTAINTY,

@@ -24,6 +24,7 @@ from agrimon.config import RunSpec
 from agrimon.errors import ConfigError
 from agrimon.grid import Tile
 from agrimon.invasive import features as feats
+from agrimon.invasive import products
 from agrimon.invasive.card import LoadedModel, load_checkpoint
 from agrimon.invasive.features import check_season, monitor_model
 from agrimon.invasive.model import torch_threads
@@ -205,7 +206,8 @@ def tile_products(
     loaded: LoadedModel, probs: np.ndarray, tile: Tile
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Class, probability and uncertainty of a tile's probabilities, nodata outside the AOI."""
-    from agrimon.invasive.predict import CLASS_NODATA, PERCENT_NODATA, class_products
+    from agrimon.invasive.predict import class_products
+    from agrimon.invasive.products import CLASS_NODATA, PERCENT_NODATA
     from agrimon.tilework import inside_mask
 
     label, probability, uncertainty = class_products(probs, loaded.classes.index(loaded.target))
@@ -219,14 +221,7 @@ def tile_products(
 
 def map_layers(loaded: LoadedModel) -> dict[str, Layer]:
     """The three map products of a model, by file stem."""
-    from agrimon.invasive.predict import INVASIVE_PROBABILITY, INVASIVE_UNCERTAINTY, class_layer
-
-    layer = class_layer(loaded.classes, loaded.target)
-    return {
-        layer.name: layer,
-        INVASIVE_PROBABILITY.name: INVASIVE_PROBABILITY,
-        INVASIVE_UNCERTAINTY.name: INVASIVE_UNCERTAINTY,
-    }
+    return products.map_layers(loaded.classes, loaded.target)
 
 
 def predict_aoi(model: Path, spec: RunSpec, out: Path) -> dict[str, Path]:
@@ -339,13 +334,6 @@ class TileMapper:
         """The run's map scored against the demo truth (demo runs only)."""
         if self.confusion is None:
             return None
-        from agrimon.invasive.metrics import scores
-
-        score = scores(self.confusion, ["other", self.loaded.target])
-        return {
-            "truth": "the demo source's encroached_truth (encroacher cover >= 30 %), AOI pixels",
-            "model": str(self.loaded.path),
-            "model_sha256": self.loaded.card.get("sha256"),
-            "trained_on": self.loaded.card.get("data", {}).get("description"),
-            **score,
-        }
+        loaded = self.loaded
+        model = products.MapModel(loaded.path, loaded.classes, loaded.target, loaded.card)
+        return model.accuracy(self.confusion)

@@ -28,17 +28,13 @@ Speed on a CPU: the model runs as :func:`inference_model`'s copy (batch norms fo
 temporal convolutions as dense products), windows are sized to waste few pixels, and on
 glibc the first prediction raises malloc's thresholds for the process so that each layer's
 large activations reuse freed memory instead of page-faulting fresh maps (see
-:func:`_keep_freed_memory`); the heap is trimmed after each tile.
+:func:`agrimon.malloc.keep_freed_memory`); the heap is trimmed after each tile.
 """
 
 from __future__ import annotations
 
 import copy
-import ctypes
-import dataclasses
-import functools
 import math
-import sys
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -54,53 +50,20 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 from agrimon.invasive.model import FeatureScaler, TemporalEncoder
-from agrimon.products.cog import CogWriter, Layer, window_of
+from agrimon.invasive.products import (
+    CLASS_NODATA,
+    INVASIVE_PROBABILITY,
+    INVASIVE_UNCERTAINTY,
+    PERCENT_NODATA,
+    class_layer,
+)
+from agrimon.malloc import keep_freed_memory, release_freed_memory
+from agrimon.products.cog import CogWriter, window_of
 from agrimon.products.folder import GDAL_CACHE_MB
 
 F32 = NDArray[np.float32]
 U8 = NDArray[np.uint8]
 
-#: Class raster: 1-based class index (the order of the model's classes), 0 outside the data.
-CLASS_NODATA = 0
-#: Percentage rasters: 0–100, this value outside the data.
-PERCENT_NODATA = 255
-
-INVASIVE_CLASS = Layer(
-    name="invasive_class",
-    title="Land cover class of the bush-encroachment model",
-    dtype="uint8",
-    nodata=CLASS_NODATA,
-    units="1",
-    resampling="mode",
-)
-INVASIVE_PROBABILITY = Layer(
-    name="invasive_probability",
-    title="Probability of the target class (encroachment), percent",
-    dtype="uint8",
-    nodata=PERCENT_NODATA,
-    units="%",
-    resampling="average",
-)
-INVASIVE_UNCERTAINTY = Layer(
-    name="invasive_uncertainty",
-    title="Uncertainty of the class: entropy of the class probabilities, percent of the maximum",
-    dtype="uint8",
-    nodata=PERCENT_NODATA,
-    units="%",
-    resampling="average",
-)
-
-#: Colour of the target class in the class raster, and of the others in turn (RGBA).
-TARGET_COLOUR = (166, 97, 26, 255)
-OTHER_COLOURS = (
-    (26, 152, 80, 255),
-    (253, 224, 139, 255),
-    (69, 117, 180, 255),
-    (153, 153, 153, 255),
-    (118, 42, 131, 255),
-    (244, 109, 67, 255),
-)
-_TRANSPARENT = (0, 0, 0, 0)
 
 #: Default largest window side, core overlap and windows per forward pass. On a CPU the
 #: pixel rate of a forward pass is about the same from 4 windows of 128 px to one of 512 px,
@@ -110,57 +73,6 @@ WINDOW, OVERLAP, BATCH_SIZE = 384, 16, 1
 
 
 # --- windows and blending ------------------------------------------------------------
-
-
-#: glibc ``mallopt`` parameters and the values :func:`_keep_freed_memory` sets.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_KEEP_BYTES = 256 << 20
-_malloc_tuned = False
-
-
-def _keep_freed_memory() -> None:
-    """Let glibc's malloc reuse freed blocks of up to 256 MiB (once per process).
-
-    A forward pass allocates tens of MiB per layer. By default glibc maps blocks over 32 MiB
-    afresh and returns freed heap tops to the system, so every layer of every window pays
-    for zero-filled page faults: a third to half of the inference time on a CPU. Raising the
-    mmap and trim thresholds keeps those blocks in the heap for the next window. The peak
-    resident set stays what the passes need; up to 256 MiB freed stay resident. Elsewhere
-    than on glibc this does nothing.
-    """
-    global _malloc_tuned
-    if _malloc_tuned:
-        return
-    _malloc_tuned = True
-    libc = _glibc()
-    if libc is not None:
-        libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES)
-        libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
-
-
-def _release_freed_memory() -> None:
-    """Hand the heap's free memory back to the system (glibc's ``malloc_trim``).
-
-    Called when a tile or array is done, so that each starts from the same heap and the
-    memory of many tiles stays that of one.
-    """
-    libc = _glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-@functools.cache
-def _glibc() -> ctypes.CDLL | None:
-    """This process's C library if it is glibc (it has ``mallopt`` and ``malloc_trim``)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
-    except (OSError, AttributeError):  # not glibc: musl has neither
-        return None
-    return libc
 
 
 def _ramp(size: int, overlap: int) -> NDArray[np.float64]:
@@ -441,7 +353,7 @@ def _predict(
     total: NDArray[np.float64] | None = None
     wsum = np.zeros((y1 - y0, x1 - x0))
     net = inference_model(model)
-    _keep_freed_memory()
+    keep_freed_memory()
     corners = [(sy, sx) for sy in ys for sx in xs]
     with torch.inference_mode():
         for first in range(0, len(corners), batch_size):
@@ -471,7 +383,7 @@ def _predict(
     out = (total / wsum).astype(np.float32)
     out[:, _all_missing(features[:, y0:y1, x0:x1])] = np.nan
     del total, wsum, weighted, probs, chunk, x
-    _release_freed_memory()
+    release_freed_memory()
     return out
 
 
@@ -623,13 +535,6 @@ def class_products(probs: F32, target: int) -> tuple[U8, U8, U8]:
     uncertain = np.clip(np.rint(entropy * 100.0), 0, 100)
     uncertainty = np.where(valid, uncertain, PERCENT_NODATA).astype(np.uint8)
     return label, probability, uncertainty
-
-
-def class_layer(classes: Sequence[str], target: str) -> Layer:
-    """:data:`INVASIVE_CLASS` with the colour table and names of ``classes``."""
-    others = iter(OTHER_COLOURS * (len(classes) // len(OTHER_COLOURS) + 1))
-    palette = [_TRANSPARENT] + [TARGET_COLOUR if c == target else next(others) for c in classes]
-    return dataclasses.replace(INVASIVE_CLASS, palette=tuple(palette), categories=("", *classes))
 
 
 def _reader(src: rasterio.io.DatasetReader, grid: GeoBox) -> Callable[[GeoBox], F32]:
