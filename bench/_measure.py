@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -76,4 +77,6 @@ def cpu_and_simd() -> str:
     simd = " ".join(
         k for k in ("SSE42", "AVX", "AVX2", "FMA3", "AVX512F", "AVX512_BF16") if features.get(k)
     )
-    return f"cpu={cpu!r} simd={simd}"
+    # Kernels numpy was told not to dispatch to (e.g. AVX-512, to measure as on AVX2 alone).
+    disabled = os.environ.get("NPY_DISABLE_CPU_FEATURES", "").strip()
+    return f"cpu={cpu!r} simd={simd}" + (f" numpy_disabled={disabled!r}" if disabled else "")

@@ -9,8 +9,10 @@ ways of getting the median NDVI and EVI composites of clear observations:
 1. **baseline**: the straightforward script: rasterio reads every whole file, numpy masks
    SCL classes {0, 1, 3, 8, 9, 10}, computes NDVI and EVI per date, stacks the dates and
    takes ``np.nanmedian`` over time;
-2. **agrimon**: ``LocalSource`` → ``clear_mask`` → NDVI, EVI → ``composites.median``,
-   computed by dask's threaded scheduler with 2 threads;
+2. **agrimon**: ``LocalSource`` → ``clear_mask`` → NDVI, EVI (masked in the same pass) →
+   ``composites.median``, computed by dask's threaded scheduler with 2 threads, in a
+   process set up as agrimon's tile processes are (freed blocks kept for the next chunk,
+   :func:`agrimon.malloc.keep_freed_memory`);
 3. **limit**: decoding every input band once and nothing else (one thread).
 
 Scenes are rendered by the demo source's generator (``render_stack``) on the western
@@ -23,9 +25,11 @@ its peak resident set above the resident set it started with (after imports): th
 high-water mark (``VmHWM``), reset at the start of the phase through
 ``/proc/self/clear_refs``, or a 20 ms sampler where that is not available.
 
-Checks that baseline and agrimon agree (1e-6, NaN-equal) and ends with three lines:
+Checks that baseline and agrimon agree (1e-6, NaN-equal), prints the machine (CPU model,
+the SIMD features numpy found, the threads, numpy's version) and ends with three lines:
 ``time_ratio`` (agrimon / baseline time), ``memory_ratio`` (agrimon / baseline peak RSS
-increase) and ``limit_ratio`` (agrimon / limit time). Lower is better for all three.
+increase) and ``limit_ratio`` (agrimon / limit time). Lower is better for all three; a
+figure from one CPU may not hold on another.
 """
 
 from __future__ import annotations
@@ -48,10 +52,11 @@ from agrimon.grid import Tile
 from agrimon.indices.composites import median
 from agrimon.indices.masks import DEFAULT_INVALID_SCL, clear_mask
 from agrimon.indices.spectral import compute_indices
+from agrimon.malloc import keep_freed_memory
 from agrimon.sources.demo import render_stack
 from agrimon.sources.local import LocalSource
 from agrimon.sources.settings import SourceSettings
-from bench._measure import in_child, peak_rss_increase
+from bench._measure import cpu_and_simd, in_child, peak_rss_increase
 
 DATES, SIDE, THREADS = 12, 4096, 2
 #: File tile side (and render chunk); agrimon's dask chunk (one file window read per chunk).
@@ -163,11 +168,12 @@ def baseline(folder: Path) -> tuple[F32, F32]:
 
 def agrimon(folder: Path) -> tuple[F32, F32]:
     """The agrimon stage on the same files."""
+    keep_freed_memory()  # as tilework.warm_process sets up every process that computes tiles
     source = LocalSource(SourceSettings(local_path=folder))
     scenes = source.find_scenes(TILE, DAYS[0], DAYS[-1])
     stack = source.load(TILE, scenes, bands=tuple(FILE_BANDS), chunk_px=CHUNK)
     clear = clear_mask(stack)
-    series = compute_indices(stack, ("ndvi", "evi")).where(clear)
+    series = compute_indices(stack, ("ndvi", "evi"), clear=clear)
     composites = xr.Dataset({name: median(series[name]) for name in ("ndvi", "evi")})
     with dask.config.set(scheduler="threads", num_workers=THREADS):
         done = composites.compute()
@@ -229,6 +235,7 @@ def main() -> None:
                 atol=1e-6,
                 equal_nan=True,
             )
+    print(f"{cpu_and_simd()} threads={THREADS} numpy={np.__version__}")
     for name, (seconds, cpu, peak) in results.items():
         print(
             f"{name}_s={seconds:.2f} {name}_cpu_s={cpu:.2f} "

@@ -187,7 +187,7 @@ def load_stack(spec: RunSpec, tile_plan: TilePlan) -> xr.Dataset:
 def composite_tile(spec: RunSpec, tile: Tile, stack: xr.Dataset) -> TileComposite:
     """Clear mask, the selected indices and their seasonal composites for one tile (lazy)."""
     clear = masks.clear_mask(stack, invalid=spec.invalid_scl)
-    series = spectral.compute_indices(stack, spec.indices).where(clear)
+    series = spectral.compute_indices(stack, spec.indices, clear=clear)
     layers = {f"{name}_median": composites.median(series[name]) for name in spec.indices}
     layers[CLEAR_COUNT.name] = masks.clear_count(clear)
     if spec.wants_phenology:
@@ -554,12 +554,14 @@ def _blank(values: NDArray[Any], outside: NDArray[np.bool_], nodata: float) -> N
 def warm_process(spec: RunSpec) -> None:
     """Set up this (worker) process for the run's tiles: its allocator, the model and torch.
 
-    A run that maps keeps freed blocks for its forward passes from the first tile's first
-    chunk on, not only after its first pass (:func:`agrimon.malloc.keep_freed_memory`).
+    The process keeps freed blocks for the next chunk (:func:`agrimon.malloc.keep_freed_memory`)
+    from the first tile's first chunk on: a chunk's series (tens of MiB per band) and a
+    forward pass's layers are above glibc's mmap threshold, and zero-filling fresh pages for
+    each of them cost the index stage a fifth of its time (``bench/indices.py``).
     """
     adaptive_mmap_threshold()
-    if monitor_checkpoint(spec) is not None:
-        keep_freed_memory()
+    keep_freed_memory()
+    monitor_checkpoint(spec)  # loaded once per process, before the first tile
 
 
 def monitor_checkpoint(spec: RunSpec) -> LoadedModel | None:

@@ -18,6 +18,8 @@ saturation and snow are never grown.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Iterable
 from typing import Any, Literal, get_args
 
@@ -236,6 +238,50 @@ def _resolve(stack: xr.Dataset, method: Method) -> Method:
     return method
 
 
+#: Values per strip of :func:`_classes_in`: its temporaries stay in the CPU's cache.
+STRIP_VALUES = 1 << 16
+
+
+def _classes_in(scl: NDArray[np.uint8], bits: int, inside: bool) -> NDArray[np.bool_]:
+    """Whether bit ``scl`` of ``bits`` is set (``inside``) or clear, in cache-sized strips.
+
+    A class above 15 shifts every bit out: it is in no set of codes 0..15.
+    """
+    out = np.empty(scl.shape, dtype=bool)
+    flat, result = scl.reshape(-1), out.reshape(-1)
+    word = np.uint16(bits)
+    shifted = np.empty(min(STRIP_VALUES, flat.size), dtype=np.uint16)
+    compare = np.not_equal if inside else np.equal
+    for start in range(0, flat.size, STRIP_VALUES):
+        part = flat[start : start + STRIP_VALUES]
+        tmp = shifted[: part.size]
+        np.right_shift(word, part, out=tmp)
+        np.bitwise_and(tmp, 1, out=tmp)
+        compare(tmp, 0, out=result[start : start + STRIP_VALUES])
+    return out
+
+
+def scl_in(scl: xr.DataArray, codes: Iterable[int], *, inside: bool = True) -> xr.DataArray:
+    """Whether each SCL class is one of ``codes`` (``scl.isin(codes)``), lazy on dask.
+
+    With ``inside=False``, whether it is none of them. For a uint8 band and codes below
+    16, each pixel's class shifts a 16-bit word of the codes' bits: a few SIMD passes,
+    where ``isin`` compares every pixel with every code (about 15x slower).
+    """
+    wanted = sorted({int(c) for c in codes})
+    if scl.dtype != np.uint8 or any(c < 0 or c > 15 for c in wanted):
+        found = scl.isin(np.asarray(wanted))
+        return found if inside else ~found
+    out: xr.DataArray = xr.apply_ufunc(
+        _classes_in,
+        scl,
+        kwargs={"bits": sum(1 << c for c in wanted), "inside": inside},
+        dask="parallelized",
+        output_dtypes=[bool],
+    )
+    return out
+
+
 def clear_mask(
     stack: xr.Dataset,
     *,
@@ -280,17 +326,16 @@ def clear_mask(
     _check_buffer(buffer_px)
     drop_snow = SNOW in codes
     bands = [b for b in BANDS if b in stack]
-    valid = (
-        xr.concat([stack[b].notnull() for b in bands], dim="band").all("band") if bands else None
-    )
+    # A chain of ands, not a concatenation along a new axis: no copy of every band's mask.
+    valid = functools.reduce(operator.and_, [stack[b].notnull() for b in bands]) if bands else None
     chosen = _resolve(stack, method)
     cloudy: xr.DataArray | None = None
     if chosen == "scl":
         scl = stack[SCL]
-        clear = ~scl.isin(np.asarray(codes, dtype=np.uint8))
+        clear = scl_in(scl, codes, inside=False)
         grown = [c for c in codes if c in CLOUDY_SCL]
         if buffer_px and grown:
-            cloudy = scl.isin(np.asarray(grown, dtype=np.uint8))
+            cloudy = scl_in(scl, grown)
     elif chosen == "mask":
         band = stack[mask_variable(stack) or MASK_VARIABLES[0]]
         clear = band.notnull() & (band != 0)

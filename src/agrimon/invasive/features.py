@@ -170,9 +170,9 @@ def feature_stack(
         )
     clear = masks.clear_mask(stack, invalid=invalid_scl)
     indices = [f for f in feature_set.per_step if f not in BANDS]
-    series = spectral.compute_indices(stack, indices) if indices else xr.Dataset()
+    series = spectral.compute_indices(stack, indices, clear=clear) if indices else xr.Dataset()
     variables = [
-        (stack[f] if f in BANDS else series[f]).where(clear).astype(np.float32)
+        stack[f].where(clear).astype(np.float32) if f in BANDS else series[f]
         for f in feature_set.per_step
     ]
     per_var = xr.concat(variables, dim="feature", coords="minimal", compat="override")
@@ -187,7 +187,7 @@ def feature_stack(
     temporal = temporal.transpose("band", "y", "x").drop_vars(["band", "period", "feature"])
     parts = [temporal.drop_vars([c for c in temporal.coords if str(c).startswith("period")])]
     if feature_set.static:
-        ndvi = spectral.compute_indices(stack, ["ndvi"])["ndvi"].where(clear)
+        ndvi = spectral.compute_indices(stack, ["ndvi"], clear=clear)["ndvi"]
         metrics = phenology.phenology(ndvi, params)
         static = xr.concat(
             [metrics[name.removeprefix("ndvi_")] for name in feature_set.static],

@@ -29,6 +29,8 @@ BAND_IDS: dict[str, str] = {
 _BY_ID = {v.upper(): k for k, v in BAND_IDS.items()}
 #: Reflectance = DN × scale + offset for Sentinel-2 L1C/L2A products.
 DN_SCALE = 1e-4
+#: Values converted at once: a strip's float64 values stay in the CPU's cache.
+STRIP_VALUES = 1 << 16
 #: Processing baseline 04.00 (25 January 2022) added 1000 to every DN: −0.1 in reflectance.
 BASELINE_04_OFFSET = -0.1
 
@@ -65,23 +67,41 @@ def needs_baseline_offset(baseline: str | None, offset_applied: bool | None) -> 
 
 
 def dn_to_reflectance(
-    dn: NDArray[Any], *, scale: float = DN_SCALE, offset: float = 0.0, nodata: float | None = 0
+    dn: NDArray[Any],
+    *,
+    scale: float = DN_SCALE,
+    offset: float = 0.0,
+    nodata: float | None = 0,
+    out: NDArray[np.float32] | None = None,
 ) -> NDArray[np.float32]:
     """Reflectance from digital numbers: ``dn × scale + offset``, NaN where ``dn == nodata``.
+
+    The conversion runs in float64 and is rounded to float32 once, in strips of
+    :data:`STRIP_VALUES` values: no float64 copy of the whole block.
 
     Args:
         dn: Digital numbers (any integer or float dtype).
         scale: Multiplier (``raster:bands`` scale, 1e-4 for Sentinel-2).
         offset: Additive offset in reflectance units (−0.1 for baseline ≥ 04.00).
         nodata: Nodata value of the DNs, or None.
+        out: float32 array of ``dn``'s shape to write into (e.g. a date of a series).
 
     Returns:
-        float32 reflectance.
+        float32 reflectance (``out`` when given).
     """
-    values = dn.astype(np.float64) * scale + offset
-    if nodata is not None:
-        values[dn == nodata] = np.nan
-    return values.astype(np.float32)
+    dn = np.asarray(dn)
+    if out is None:
+        out = np.empty(dn.shape, dtype=np.float32)
+    rows = max(STRIP_VALUES // max(dn.shape[-1] if dn.ndim else 1, 1), 1)
+    src, dst = np.atleast_2d(dn), np.atleast_2d(out)
+    src, dst = src.reshape(-1, src.shape[-1]), dst.reshape(-1, dst.shape[-1])
+    for start in range(0, src.shape[0], rows):
+        part = src[start : start + rows]
+        values = part.astype(np.float64) * scale + offset
+        if nodata is not None:
+            values[part == nodata] = np.nan
+        dst[start : start + rows] = values  # float64 → float32: the one rounding
+    return out
 
 
 def reflectance_offset(

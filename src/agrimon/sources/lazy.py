@@ -12,6 +12,7 @@ import operator
 import os
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import dask
@@ -30,6 +31,10 @@ from agrimon.sources.base import SCL
 Fetch = Callable[[int, GeoBox, Any], Mapping[str, NDArray[Any]]]
 #: ``prepare(block)`` → anything ``fetch`` needs for every date of that block (or None).
 Prepare = Callable[[GeoBox], Any]
+#: ``fetch_into(t, block, prepared, out)`` writes acquisition ``t``'s bands over ``block``
+#: into ``out`` (``{band: 2-D array of band_dtype(band)}``): what ``fetch`` returns,
+#: without an array of its own per date and band.
+FetchInto = Callable[[int, GeoBox, Any, Mapping[str, NDArray[Any]]], None]
 
 
 def band_dtype(band: str) -> np.dtype[Any]:
@@ -62,6 +67,7 @@ def lazy_stack(
     prepare: Prepare | None = None,
     token: object = None,
     attrs: Mapping[str, Any] | None = None,
+    fetch_into: FetchInto | None = None,
 ) -> xr.Dataset:
     """Dask-backed scene stack ``(time, y, x)`` on ``geobox``.
 
@@ -79,6 +85,8 @@ def lazy_stack(
         token: Anything that identifies the request beyond grid, times and bands (e.g. the
             scene ids), so equal requests share dask keys and different ones never do.
         attrs: Dataset attributes.
+        fetch_into: Optional ``fetch`` that writes into the series' arrays (sources that
+            read each chunk on their own): the same values, one copy fewer per date.
 
     Returns:
         The lazy stack; nothing has been fetched. Without ``fetch_px`` (a source that reads
@@ -95,7 +103,14 @@ def lazy_stack(
             geobox.affine, str(geobox.crs), geobox.shape, list(times), list(bands), chunk_px, token
         )
         return _series_stack(
-            geobox, times, bands, chunk_px, (name, tok), fetch=fetch, prepare=prepare, attrs=attrs
+            geobox,
+            times,
+            bands,
+            chunk_px,
+            (name, tok),
+            fetch=fetch_into or _copying(fetch),
+            prepare=prepare,
+            attrs=attrs,
         )
     if fetch_px % chunk_px:
         raise ValueError(f"fetch_px {fetch_px} is not a multiple of chunk_px {chunk_px}")
@@ -148,7 +163,7 @@ def _series_stack(
     chunk_px: int,
     keys: tuple[str, str],
     *,
-    fetch: Fetch,
+    fetch: FetchInto,
     prepare: Prepare | None,
     attrs: Mapping[str, Any] | None,
 ) -> xr.Dataset:
@@ -207,7 +222,7 @@ def _threads() -> int:
 
 
 def _fetch_series(
-    fetch: Fetch, dates: range, block: GeoBox, prepared: Any, bands: tuple[str, ...]
+    fetch: FetchInto, dates: range, block: GeoBox, prepared: Any, bands: tuple[str, ...]
 ) -> dict[str, NDArray[Any]]:
     """Every band's series ``(date, y, x)`` over one block, fetched date by date.
 
@@ -217,10 +232,22 @@ def _fetch_series(
     cy, cx = block.shape
     out = {band: np.empty((len(dates), cy, cx), dtype=band_dtype(band)) for band in bands}
     for n, t in enumerate(dates):
-        fetched = fetch(t, block, prepared)
-        for band in bands:
-            out[band][n] = _pick(fetched, band, 0, 0, cy, cx)[0]
+        fetch(t, block, prepared, {band: out[band][n] for band in bands})
     return out
+
+
+def _copying(fetch: Fetch) -> FetchInto:
+    """A :data:`FetchInto` that copies what ``fetch`` returns."""
+    return partial(_copy_fetched, fetch)
+
+
+def _copy_fetched(
+    fetch: Fetch, t: int, block: GeoBox, prepared: Any, out: Mapping[str, NDArray[Any]]
+) -> None:
+    fetched = fetch(t, block, prepared)
+    cy, cx = block.shape
+    for band, target in out.items():
+        target[...] = _pick(fetched, band, 0, 0, cy, cx)[0]
 
 
 def _dataset(

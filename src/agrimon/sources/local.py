@@ -847,12 +847,20 @@ def quiet_warp_warnings() -> None:
     )
 
 
+#: rasterio's CRS of each grid CRS seen, by its text: read once, not per file and block.
+_RIO_CRS: dict[str, rio_crs.CRS] = {}
+
+
 def _rio_crs(geobox: GeoBox) -> rio_crs.CRS:
     if geobox.crs is None:
         raise SourceError(
             "cannot load onto a pixel grid without a CRS: plan tiles with agrimon.grid"
         )
-    return rio_crs.CRS.from_user_input(geobox.crs.to_wkt())
+    key = str(geobox.crs)
+    crs = _RIO_CRS.get(key)
+    if crs is None:
+        crs = _RIO_CRS[key] = rio_crs.CRS.from_user_input(geobox.crs.to_wkt())
+    return crs
 
 
 def warp_window(
@@ -938,12 +946,14 @@ def _read_aligned_integers(
     scales: Sequence[float],
     offset: tuple[int, int],
     shape: tuple[int, int],
+    into: Mapping[str, NDArray[Any]],
 ) -> dict[str, NDArray[np.float32]]:
     """:func:`read_bands` of integer bands of a file on the block's grid, without warping.
 
     The same values as :func:`warp_window` followed by the reflectance conversion, bit for
     bit: nearest-neighbour picks on the file's own grid are the pixels themselves, and the
-    conversion runs on the integers instead of on their float64 copies.
+    conversion runs on the integers instead of on their float64 copies. Bands in ``into``
+    that the file covers whole are written there (see :func:`read_bands`).
     """
     got = _read_inside(src, [ref.index for _, ref in members], offset, shape)
     out: dict[str, NDArray[np.float32]] = {}
@@ -953,6 +963,12 @@ def _read_aligned_integers(
             continue
         data, rows, cols = got
         scl = band == SCL  # raw classes: no scale, no offset
+        if (
+            band in into
+            and data.shape[1:] == shape
+            and _write_into(into[band], data[k], ref, scales[k], nodata[k], scl)
+        ):
+            continue
         values = dn_to_reflectance(
             data[k],
             scale=1.0 if scl else scales[k],
@@ -966,8 +982,49 @@ def _read_aligned_integers(
     return out
 
 
-def read_bands(refs: Mapping[str, BandRef], block: GeoBox) -> dict[str, NDArray[np.float32]]:
+def _write_into(
+    target: NDArray[Any],
+    dn: NDArray[Any],
+    ref: BandRef,
+    scale: float,
+    nodata: float | None,
+    scl: bool,
+) -> bool:
+    """Write a band's digital numbers into ``target`` as :func:`band_values` would; or not.
+
+    Returns:
+        Whether it was written: reflectance into float32, SCL classes of a uint8 file into
+        uint8 (0 at nodata); anything else is left to the float path.
+    """
+    if not scl and target.dtype == np.float32:
+        dn_to_reflectance(dn, scale=scale, offset=ref.offset, nodata=nodata, out=target)
+        return True
+    if scl and target.dtype == np.uint8 and dn.dtype == np.uint8:
+        np.copyto(target, dn)
+        if nodata is not None:
+            target[dn == nodata] = 0
+        return True
+    return False
+
+
+def band_values(band: str, values: NDArray[np.float32]) -> NDArray[Any]:
+    """A band as the scene stack holds it: reflectance as read, SCL as uint8 (0 at nodata)."""
+    return np.nan_to_num(values, nan=0).astype(np.uint8) if band == SCL else values
+
+
+def read_bands(
+    refs: Mapping[str, BandRef],
+    block: GeoBox,
+    into: Mapping[str, NDArray[Any]] | None = None,
+) -> dict[str, NDArray[np.float32]]:
     """Reflectance (or raw SCL) of bands onto ``block``, one open per file.
+
+    Args:
+        refs: Each band's file and conversion.
+        block: Pixel grid to read onto.
+        into: Optional arrays of the stack's dtypes (:func:`band_values`) to write bands
+            into: those of integer files on the block's grid that cover it whole are
+            written there, converted in strips, and left out of the result.
 
     Returns:
         float32 arrays, NaN at nodata and outside the files.
@@ -994,9 +1051,10 @@ def read_bands(refs: Mapping[str, BandRef], block: GeoBox) -> dict[str, NDArray[
                     )
                 offset = _aligned_offset(src, block)
                 if offset is not None and all(integers):
+                    shape = (block.shape[0], block.shape[1])
                     out.update(
                         _read_aligned_integers(
-                            src, members, nodata, scales, offset, (block.shape[0], block.shape[1])
+                            src, members, nodata, scales, offset, shape, into or {}
                         )
                     )
                     continue
@@ -1032,9 +1090,32 @@ def _fetch(
             mosaic[band] = values if have is None else np.where(np.isnan(have), values, have)
     out: dict[str, NDArray[Any]] = {}
     for band in bands:
-        values = mosaic.get(band, np.full(block.shape, np.nan, dtype=np.float32))
-        out[band] = np.nan_to_num(values, nan=0).astype(np.uint8) if band == SCL else values
+        values = mosaic[band] if band in mosaic else np.full(block.shape, np.nan, np.float32)
+        out[band] = band_values(band, values)
     return out
+
+
+def _fetch_into(
+    t: int,
+    block: GeoBox,
+    prepared: object,
+    out: Mapping[str, NDArray[Any]],
+    *,
+    scenes: Sequence[Sequence[Mapping[str, BandRef]]],
+    bands: Sequence[str],
+) -> None:
+    """:func:`_fetch` written into a series' arrays (see :data:`agrimon.sources.lazy.FetchInto`).
+
+    A scene of one file set is read straight into them; a mosaic of several goes through
+    :func:`_fetch`, whose later parts fill what earlier ones left empty.
+    """
+    if len(scenes[t]) != 1:
+        for band, values in _fetch(t, block, prepared, scenes=scenes, bands=bands).items():
+            out[band][...] = values
+        return
+    (part,) = scenes[t]
+    for band, values in read_bands({b: part[b] for b in bands}, block, into=out).items():
+        out[band][...] = band_values(band, values)
 
 
 class LocalSource:
@@ -1166,6 +1247,7 @@ class LocalSource:
             [s.time for s in scenes],
             names,
             fetch=partial(_fetch, scenes=parts, bands=names),
+            fetch_into=partial(_fetch_into, scenes=parts, bands=names),
             name=NAME,
             chunk_px=chunk_px,
             token=[json.dumps(dict(s.meta), sort_keys=True) for s in scenes],

@@ -149,7 +149,7 @@ def demo_zonal_table(
     for tile in plan_tiles(zones.union_all(), tile_px=tile_px, res=resolution_m):
         stack = source.load(tile, source.find_scenes(tile, first, last), bands=bands)
         clear = masks.clear_mask(stack, invalid=masks.DEFAULT_INVALID_SCL)
-        series = spectral.compute_indices(stack, [INDICATOR]).where(clear)
+        series = spectral.compute_indices(stack, [INDICATOR], clear=clear)
         # One pass over the scenes for both, as the monitor computes them.
         series, clear = compute(series, clear)  # type: ignore[no-untyped-call]
         partials.append(
