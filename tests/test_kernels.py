@@ -168,8 +168,7 @@ def test_indices_masked_in_the_same_pass_equal_where_clear() -> None:
     rng = np.random.default_rng(5)
     scl = rng.integers(0, 12, size=(4, 60, 70)).astype(np.uint8)
     stack = xr.Dataset(
-        {k: (("time", "y", "x"), v) for k, v in bands.items()}
-        | {"scl": (("time", "y", "x"), scl)}
+        {k: (("time", "y", "x"), v) for k, v in bands.items()} | {"scl": (("time", "y", "x"), scl)}
     ).chunk({"y": 32})
     clear = clear_mask(stack)
     got = spectral.compute_indices(stack, ["ndvi", "evi"], clear=clear).compute()
@@ -212,7 +211,9 @@ def test_dn_conversion_in_strips_equals_the_whole_array(dtype: Any) -> None:
             got = dn_to_reflectance(dn, scale=scale, offset=offset, nodata=nodata)
             np.testing.assert_array_equal(_bits(got), _bits(want))
             into = np.full(shape, 7.0, dtype=np.float32)
-            assert dn_to_reflectance(dn, scale=scale, offset=offset, nodata=nodata, out=into) is into
+            assert (
+                dn_to_reflectance(dn, scale=scale, offset=offset, nodata=nodata, out=into) is into
+            )
             np.testing.assert_array_equal(_bits(into), _bits(want))
 
 

@@ -92,14 +92,22 @@ def dn_to_reflectance(
     dn = np.asarray(dn)
     if out is None:
         out = np.empty(dn.shape, dtype=np.float32)
-    rows = max(STRIP_VALUES // max(dn.shape[-1] if dn.ndim else 1, 1), 1)
+    elif not out.flags.c_contiguous:  # strips are views of a contiguous array only
+        out[...] = dn_to_reflectance(dn, scale=scale, offset=offset, nodata=nodata)
+        return out
+    if dn.size == 0:
+        return out
     src, dst = np.atleast_2d(dn), np.atleast_2d(out)
     src, dst = src.reshape(-1, src.shape[-1]), dst.reshape(-1, dst.shape[-1])
+    rows = max(STRIP_VALUES // src.shape[1], 1)
+    strip = np.empty((min(rows, src.shape[0]), src.shape[1]), dtype=np.float64)
     for start in range(0, src.shape[0], rows):
         part = src[start : start + rows]
-        values = part.astype(np.float64) * scale + offset
+        values = strip[: part.shape[0]]
+        np.multiply(part, scale, out=values, dtype=np.float64)  # exact for integer DNs
+        values += offset
         if nodata is not None:
-            values[part == nodata] = np.nan
+            np.copyto(values, np.nan, where=part == nodata)
         dst[start : start + rows] = values  # float64 → float32: the one rounding
     return out
 
