@@ -107,7 +107,9 @@ def dn_to_reflectance(
         np.multiply(part, scale, out=values, dtype=np.float64)  # exact for integer DNs
         values += offset
         if nodata is not None:
-            np.copyto(values, np.nan, where=part == nodata)
+            missing = part == nodata
+            if missing.any():  # most strips have none: no masked copy for them
+                np.copyto(values, np.nan, where=missing)
         dst[start : start + rows] = values  # float64 → float32: the one rounding
     return out
 
