@@ -71,6 +71,11 @@ DEFAULT_AOI: Path = Path(__file__).parent / "data" / "grootfontein.geojson"
 MAX_FILE_BYTES: int = 1 << 30
 """Largest AOI file accepted (1 GiB): the county boundaries of a whole country take a few MB."""
 
+MAX_FEATURE_VERTICES: int = 100_000
+"""Most vertices one AOI feature may have: a country's border has about 20,000 (Africa's 54
+countries hold 206,000 in all), a field a few dozen. More is a line traced by GPS at every
+step or a raster outline, which costs minutes to clip and rasterise for nothing."""
+
 MAX_ZIP_MEMBERS: int = 1_000
 """Most members a .zip or .kmz may hold; a zipped Shapefile has four to eight."""
 
@@ -209,6 +214,7 @@ def read_aoi(path: str | Path, *, max_area_km2: float = DEFAULT_MAX_AREA_KM2) ->
         )
     digest = _sha256(path)
     frame = _read_frame(path)
+    _check_vertices(frame, path)
     _check_finite(frame, path)
     frame = _to_lonlat(frame, path)
     zones = _build_zones(frame, path)
@@ -522,6 +528,20 @@ def _crs_objects(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
 
 
 # --- pure checks and repairs ------------------------------------------------------------------
+
+
+def _check_vertices(frame: gpd.GeoDataFrame, path: Path) -> None:
+    """Refuse a feature of more than `MAX_FEATURE_VERTICES` vertices, naming it."""
+    counts = shapely.get_num_coordinates(frame.geometry.array)
+    if not len(counts) or counts.max() <= MAX_FEATURE_VERTICES:
+        return
+    first = int(np.argmax(counts > MAX_FEATURE_VERTICES))
+    name = _zone_names(frame)[first]
+    raise AoiGeometryError(
+        f"AOI file '{path}': feature {first + 1} ('{_one_line(name)}') has "
+        f"{int(counts[first]):,} vertices, more than {MAX_FEATURE_VERTICES:,}: simplify it "
+        "(QGIS: Vector > Geometry Tools > Simplify, a tolerance of 1 m keeps its shape)"
+    )
 
 
 def _check_finite(frame: gpd.GeoDataFrame, path: Path) -> None:

@@ -6,12 +6,18 @@ import inspect
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer 0.25 and later carry their own click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer on click
+    from click import exceptions as click_errors  # type: ignore[no-redef]
 from rich.console import Console
 from rich.table import Table
 
@@ -25,7 +31,48 @@ from agrimon.sources import SOURCES, get_source
 from agrimon.sources.base import DEFAULT_CHUNK_PX
 from agrimon.sources.settings import Level, ShPreset, SourceSettings, StacPreset
 
+
+class _OneLineErrors(TyperGroup):
+    """The command group, with usage errors on one line and exit code 2, as every error.
+
+    click prints a bad option value or an unknown option as a usage block of three or four
+    lines; here it is one ``error:`` line naming the option and pointing at ``--help``.
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        given = (args, prog_name, complete_var, False, windows_expand_args)
+        if not standalone_mode:
+            return super().main(*given, **extra)
+        try:
+            done = super().main(*given, **extra)
+        except click_errors.NoArgsIsHelpError as err:  # help, as before
+            err.show()
+            sys.exit(err.exit_code)
+        except click_errors.UsageError as err:
+            where = f" (see {err.ctx.command_path} --help)" if err.ctx is not None else ""
+            text = " ".join(err.format_message().split())
+            err_console.print(f"[red]error:[/red] {text}{where}", highlight=False, soft_wrap=True)
+            sys.exit(err.exit_code)
+        except click_errors.ClickException as err:
+            err.show()
+            sys.exit(err.exit_code)
+        except typer.Abort:
+            err_console.print("Aborted!")
+            sys.exit(1)
+        # Without standalone mode click returns an Exit's code, else the command's result.
+        sys.exit(done if isinstance(done, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="agrimon",
     help="Agri-monitoring from Sentinel-2: vegetation, bush encroachment and yields, for QGIS.",
     no_args_is_help=True,

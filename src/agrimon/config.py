@@ -111,6 +111,12 @@ class RunSpec(BaseModel):
     def _period_is_ordered(self) -> RunSpec:
         if self.end < self.start:
             raise ValueError(f"end {self.end} is before start {self.start}: swap --start and --end")
+        today = date.today()
+        if self.start > today:
+            raise ValueError(
+                f"start {self.start} is after today ({today}): no scene exists yet; "
+                "give a --start in the past"
+            )
         return self
 
     @property

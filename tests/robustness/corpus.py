@@ -1,0 +1,413 @@
+"""The bad-input corpus: each case builds its input in a folder and says how the CLI must fail.
+
+A case is a command line (built from files it writes into a fresh folder), the error class
+the CLI must report, a fragment of its one-line message and, always, exit code 2. The
+cases are data; ``test_corpus.py`` runs them all the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Lon/lat of a small square in the demo world (Grootfontein, Namibia).
+LON, LAT, SIDE = 18.2, -19.6, 0.01
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input.
+
+    Attributes:
+        id: Short name (the test id).
+        group: What kind of input it is (the README table's rows).
+        build: Writes the input under the folder it is given and returns the arguments.
+        error: Name of the :class:`agrimon.errors.AgrimonError` subclass expected, or
+            ``UsageError`` for what the command line's parser refuses (a value that is not
+            a number or a date, an unknown option).
+        fragment: Text the one-line message must contain (case-insensitive).
+    """
+
+    id: str
+    group: str
+    build: Callable[[Path], list[str]]
+    error: str
+    fragment: str
+
+
+def ring(lon: float = LON, lat: float = LAT, side: float = SIDE) -> list[list[float]]:
+    return [[lon, lat], [lon + side, lat], [lon + side, lat + side], [lon, lat + side], [lon, lat]]
+
+
+def feature(geometry: dict[str, Any] | None, name: str = "field") -> dict[str, Any]:
+    return {"type": "Feature", "properties": {"name": name}, "geometry": geometry}
+
+
+def polygon(coords: list[list[float]] | None = None) -> dict[str, Any]:
+    return {"type": "Polygon", "coordinates": [coords or ring()]}
+
+
+def collection(*features: dict[str, Any]) -> str:
+    return json.dumps({"type": "FeatureCollection", "features": list(features)})
+
+
+def run(folder: Path, aoi: Path | str, *options: str) -> list[str]:
+    """``agrimon run AOI --out OUT ...`` with the output under the case's folder."""
+    return ["run", str(aoi), "--out", str(folder / "out"), *options]
+
+
+def aoi_text(name: str, text: str | bytes, *options: str) -> Callable[[Path], list[str]]:
+    """A case whose AOI file ``name`` holds ``text``."""
+
+    def build(folder: Path) -> list[str]:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text, encoding="utf-8")
+        return run(folder, path, *options)
+
+    return build
+
+
+def good_aoi(*options: str) -> Callable[[Path], list[str]]:
+    """A case with a valid AOI and bad options."""
+    return aoi_text("field.geojson", collection(feature(polygon())), *options)
+
+
+def _zip_of(members: dict[str, bytes]) -> Callable[[Path], list[str]]:
+    def build(folder: Path) -> list[str]:
+        path = folder / "aoi.zip"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            for name, data in members.items():
+                archive.writestr(name, data)
+        return run(folder, path)
+
+    return build
+
+
+def _zip_bomb(folder: Path) -> list[str]:
+    path = folder / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("aoi.geojson", b" " * (64 << 20))  # 64 MiB of spaces, ~64 KiB zipped
+    return run(folder, path)
+
+
+def _folder_aoi(folder: Path) -> list[str]:
+    (folder / "a folder.geojson").mkdir()
+    return run(folder, folder / "a folder.geojson")
+
+
+def _big_polygon(folder: Path) -> list[str]:
+    import math
+
+    n = 200_000
+    points = [
+        [LON + SIDE * math.cos(2 * math.pi * k / n), LAT + SIDE * math.sin(2 * math.pi * k / n)]
+        for k in range(n)
+    ]
+    points.append(points[0])
+    path = folder / "vertices.geojson"
+    path.write_text(collection(feature(polygon(points))), encoding="utf-8")
+    return run(folder, path)
+
+
+KML_ENTITY = """<?xml version="1.0"?>
+<!DOCTYPE kml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<kml xmlns="http://www.opengis.net/kml/2.2"><Document><Placemark><name>&xxe;</name>
+<Polygon><outerBoundaryIs><LinearRing><coordinates>
+18.2,-19.6 18.21,-19.6 18.21,-19.59 18.2,-19.59 18.2,-19.6
+</coordinates></LinearRing></outerBoundaryIs></Polygon></Placemark></Document></kml>"""
+
+KML_NETWORK_LINK = """<?xml version="1.0"?>
+<kml xmlns="http://www.opengis.net/kml/2.2"><Document><NetworkLink><name>remote</name>
+<Link><href>http://127.0.0.1:9/aoi.kml</href></Link></NetworkLink></Document></kml>"""
+
+ZERO_AREA = polygon([[LON, LAT], [LON + SIDE, LAT], [LON + 2 * SIDE, LAT], [LON, LAT]])
+BOW_TIE_FLAT = polygon(
+    [[LON, LAT], [LON + SIDE, LAT + SIDE], [LON + SIDE, LAT + SIDE], [LON, LAT], [LON, LAT]]
+)
+OUT_OF_RANGE = polygon(
+    [[LON + 400.0, LAT], [LON + 401.0, LAT], [LON + 401.0, LAT + 1], [LON + 400.0, LAT]]
+)
+
+CASES: list[Case] = [
+    # --- AOI files --------------------------------------------------------------------
+    Case(
+        "aoi-missing",
+        "AOI file",
+        lambda f: run(f, f / "nowhere.geojson"),
+        "AoiNotFoundError",
+        "does not exist",
+    ),
+    Case("aoi-folder", "AOI file", _folder_aoi, "AoiError", "folder"),
+    Case(
+        "aoi-empty-file",
+        "AOI file",
+        aoi_text("empty.geojson", ""),
+        "AoiFormatError",
+        "empty.geojson",
+    ),
+    Case(
+        "aoi-invalid-json",
+        "AOI file",
+        aoi_text("bad.geojson", "{not json"),
+        "AoiFormatError",
+        "bad.geojson",
+    ),
+    Case(
+        "aoi-binary-garbage",
+        "AOI file",
+        aoi_text("noise.geojson", bytes(range(256)) * 8),
+        "AoiFormatError",
+        "noise.geojson",
+    ),
+    Case(
+        "aoi-unknown-extension", "AOI file", aoi_text("aoi.txt", "hello"), "AoiFormatError", ".txt"
+    ),
+    Case(
+        "aoi-no-features",
+        "AOI file",
+        aoi_text("none.geojson", collection()),
+        "AoiError",
+        "none.geojson",
+    ),
+    Case(
+        "aoi-points-only",
+        "AOI file",
+        aoi_text(
+            "points.geojson", collection(feature({"type": "Point", "coordinates": [LON, LAT]}))
+        ),
+        "AoiGeometryError",
+        "polygon",
+    ),
+    Case(
+        "aoi-geometry-collection-without-polygons",
+        "AOI file",
+        aoi_text(
+            "gc.geojson",
+            collection(
+                feature(
+                    {
+                        "type": "GeometryCollection",
+                        "geometries": [
+                            {"type": "Point", "coordinates": [LON, LAT]},
+                            {"type": "LineString", "coordinates": [[LON, LAT], [LON + SIDE, LAT]]},
+                        ],
+                    }
+                )
+            ),
+        ),
+        "AoiGeometryError",
+        "polygon",
+    ),
+    Case(
+        "aoi-null-geometry",
+        "AOI file",
+        aoi_text("null.geojson", collection(feature(None))),
+        "AoiGeometryError",
+        "geometry",
+    ),
+    Case(
+        "aoi-zero-area",
+        "AOI file",
+        aoi_text("flat.geojson", collection(feature(ZERO_AREA))),
+        "AoiGeometryError",
+        "area",
+    ),
+    Case(
+        "aoi-self-intersecting-no-area",
+        "AOI file",
+        aoi_text("bowtie.geojson", collection(feature(BOW_TIE_FLAT))),
+        "AoiGeometryError",
+        "area",
+    ),
+    Case(
+        "aoi-coordinates-out-of-range",
+        "AOI file",
+        aoi_text("far.geojson", collection(feature(OUT_OF_RANGE))),
+        "AoiCoordinateError",
+        "far.geojson",
+    ),
+    Case(
+        "aoi-nan-coordinates",
+        "AOI file",
+        aoi_text("nan.geojson", collection(feature(polygon())).replace(str(LON + SIDE), "NaN", 1)),
+        "AoiError",
+        "nan.geojson",
+    ),
+    Case("aoi-200000-vertices", "AOI file", _big_polygon, "AoiError", "vertices"),
+    Case(
+        "aoi-kml-external-entity",
+        "AOI file",
+        aoi_text("xxe.kml", KML_ENTITY),
+        "AoiFormatError",
+        "xxe.kml",
+    ),
+    Case(
+        "aoi-kml-network-link",
+        "AOI file",
+        aoi_text("link.kml", KML_NETWORK_LINK),
+        "AoiError",
+        "link.kml",
+    ),
+    Case(
+        "aoi-zip-not-a-zip", "AOI file", aoi_text("fake.zip", "not a zip"), "AoiFormatError", "zip"
+    ),
+    Case(
+        "aoi-zip-without-shapefile",
+        "AOI file",
+        _zip_of({"readme.txt": b"hello"}),
+        "AoiFormatError",
+        ".shp",
+    ),
+    Case("aoi-zip-bomb", "AOI file", _zip_bomb, "AoiError", "bomb.zip"),
+    Case(
+        "aoi-path-with-spaces-and-accents",
+        "AOI file",
+        aoi_text(
+            "dossier é ü/zone à côté.geojson",
+            collection(feature({"type": "Point", "coordinates": [LON, LAT]})),
+        ),
+        "AoiGeometryError",
+        "zone à côté.geojson",
+    ),
+    # --- dates ------------------------------------------------------------------------
+    Case(
+        "dates-reversed",
+        "dates",
+        good_aoi("--start", "2024-06-30", "--end", "2024-01-01"),
+        "ConfigError",
+        "before",
+    ),
+    Case("dates-unparseable", "dates", good_aoi("--start", "yesterday"), "UsageError", "yesterday"),
+    Case(
+        "dates-future",
+        "dates",
+        good_aoi("--start", "2099-01-01", "--end", "2099-06-30"),
+        "ConfigError",
+        "after today",
+    ),
+    Case(
+        "dates-impossible-day",
+        "dates",
+        good_aoi("--start", "2024-02-30"),
+        "UsageError",
+        "2024-02-30",
+    ),
+    # --- options ----------------------------------------------------------------------
+    Case("index-unknown", "options", good_aoi("--indices", "ndvi,xyz"), "ConfigError", "xyz"),
+    Case("index-empty", "options", good_aoi("--indices", ","), "ConfigError", "index"),
+    Case("source-unknown", "options", good_aoi("--source", "landsat"), "AgrimonError", "landsat"),
+    Case("tile-zero", "options", good_aoi("--tile-px", "0"), "ConfigError", "tile"),
+    Case("tile-negative", "options", good_aoi("--tile-px", "-512"), "ConfigError", "tile"),
+    Case("tile-huge", "options", good_aoi("--tile-px", "10000000"), "ConfigError", "tile"),
+    Case("chunk-zero", "options", good_aoi("--chunk-px", "0"), "ConfigError", "chunk"),
+    Case("chunk-negative", "options", good_aoi("--chunk-px", "-1"), "ConfigError", "chunk"),
+    Case("tile-not-a-number", "options", good_aoi("--tile-px", "abc"), "UsageError", "--tile-px"),
+    Case("option-unknown", "options", good_aoi("--bogus"), "UsageError", "--bogus"),
+    Case("level-unknown", "options", good_aoi("--level", "l3"), "UsageError", "--level"),
+    Case("workers-zero", "options", good_aoi("--workers", "0"), "AgrimonError", "workers"),
+    Case("max-area-zero", "options", good_aoi("--max-area", "0"), "ConfigError", "area"),
+    Case("max-cloud-over-100", "options", good_aoi("--max-cloud", "150"), "ConfigError", "cloud"),
+    Case("mmu-negative", "options", good_aoi("--mmu-ha", "-1"), "ConfigError", "mmu"),
+    Case(
+        "local-without-path", "options", good_aoi("--source", "local"), "AgrimonError", "local-path"
+    ),
+    Case(
+        "local-path-missing",
+        "options",
+        good_aoi("--source", "local", "--local-path", "/nonexistent/scenes"),
+        "AgrimonError",
+        "/nonexistent/scenes",
+    ),
+]
+
+
+def schedules(text: str) -> Callable[[Path], list[str]]:
+    """``agrimon deployments`` of a schedules file holding ``text``."""
+
+    def build(folder: Path) -> list[str]:
+        (folder / "field.geojson").write_text(collection(feature(polygon())), encoding="utf-8")
+        path = folder / "schedules.yaml"
+        path.write_text(text, encoding="utf-8")
+        return ["deployments", "--schedules", str(path)]
+
+    return build
+
+
+def _entry(**fields: str) -> str:
+    base = {
+        "name": "weekly",
+        "flow": "monitor",
+        "period": "last 30 days",
+        "cron": '"0 3 * * 1"',
+        "aoi": "field.geojson",
+    }
+    base.update(fields)
+    aoi = base.pop("aoi")
+    lines = [f"  - name: {base.pop('name')}", "    parameters:", f"      aoi: {aoi}"]
+    lines += [f"    {k}: {v}" for k, v in base.items()]
+    return "schedules:\n" + "\n".join(lines) + "\n"
+
+
+def _cache_is_a_file(folder: Path) -> list[str]:
+    (folder / "cache").write_text("not a folder", encoding="utf-8")
+    return ["cache", "info", "--cache-dir", str(folder / "cache")]
+
+
+CASES += [
+    # --- schedules files --------------------------------------------------------------
+    Case(
+        "schedules-invalid-yaml",
+        "schedules",
+        schedules("schedules: [\n  - name: {"),
+        "ConfigError",
+        "yaml",
+    ),
+    Case(
+        "schedules-not-a-list", "schedules", schedules("schedules: 3\n"), "ConfigError", "schedules"
+    ),
+    Case(
+        "schedules-unknown-aoi",
+        "schedules",
+        schedules(_entry(aoi="nowhere.geojson")),
+        "AgrimonError",
+        "nowhere.geojson",
+    ),
+    Case(
+        "schedules-bad-cron",
+        "schedules",
+        schedules(_entry(cron='"61 3 * * 1"')),
+        "ConfigError",
+        "cron",
+    ),
+    Case(
+        "schedules-unknown-period",
+        "schedules",
+        schedules(_entry(period="fortnightly")),
+        "ConfigError",
+        "fortnightly",
+    ),
+    Case(
+        "schedules-unknown-flow",
+        "schedules",
+        schedules(_entry(flow="harvest")),
+        "ConfigError",
+        "harvest",
+    ),
+    Case(
+        "schedules-missing",
+        "schedules",
+        lambda f: ["deployments", "--schedules", str(f / "none.yaml")],
+        "AgrimonError",
+        "none.yaml",
+    ),
+    # --- the cache --------------------------------------------------------------------
+    Case("cache-dir-is-a-file", "cache", _cache_is_a_file, "AgrimonError", "cache"),
+]
