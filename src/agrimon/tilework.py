@@ -569,8 +569,10 @@ def monitor_checkpoint(spec: RunSpec) -> LoadedModel | None:
     path = monitor_model(spec)
     if path is None:
         return None
-    file = _checkpoint_file(path)
-    stat = file.stat()
+    try:
+        stat = _checkpoint_file(path).stat()
+    except OSError:  # missing or unreadable: the loader refuses it in one line
+        return _load_checkpoint(str(path), -1, -1)
     return _load_checkpoint(str(path), stat.st_mtime_ns, stat.st_size)
 
 

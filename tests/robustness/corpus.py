@@ -411,3 +411,118 @@ CASES += [
     # --- the cache --------------------------------------------------------------------
     Case("cache-dir-is-a-file", "cache", _cache_is_a_file, "AgrimonError", "cache"),
 ]
+
+
+def _file_named(name: str, text: str = "not what it should be") -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        path = folder / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return make
+
+
+def with_file(option: str, make: Callable[[Path], Path]) -> Callable[[Path], list[str]]:
+    """A case with a valid AOI and ``option`` pointing at what ``make`` writes."""
+
+    def build(folder: Path) -> list[str]:
+        args = good_aoi()(folder)
+        return [*args, option, str(make(folder))]
+
+    return build
+
+
+def _missing(name: str) -> Callable[[Path], Path]:
+    return lambda folder: folder / name
+
+
+def _shapefile_without_prj_in_utm(folder: Path) -> list[str]:
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    frame = gpd.GeoDataFrame({"name": ["a"]}, geometry=[box(600000, 7800000, 601000, 7801000)])
+    path = folder / "utm.shp"
+    frame.to_file(path)
+    return run(folder, path)
+
+
+def _foreign_cache(folder: Path) -> list[str]:
+    cache = folder / "my documents"
+    cache.mkdir()
+    (cache / "thesis.docx").write_text("years of work", encoding="utf-8")
+    return ["cache", "clear", "--cache-dir", str(cache)]
+
+
+CASES += [
+    # --- models, references, fields, the output folder ---------------------------------
+    Case(
+        "invasive-model-missing",
+        "models and files",
+        with_file("--invasive-model", _missing("model.pt")),
+        "AgrimonError",
+        "model.pt",
+    ),
+    Case(
+        "invasive-model-garbage",
+        "models and files",
+        with_file("--invasive-model", _file_named("model.pt")),
+        "AgrimonError",
+        "model.pt",
+    ),
+    Case(
+        "yield-model-missing",
+        "models and files",
+        with_file("--yield-model", _missing("yield.pt")),
+        "AgrimonError",
+        "yield.pt",
+    ),
+    Case(
+        "reference-missing",
+        "models and files",
+        with_file("--reference", _missing("sample.csv")),
+        "AgrimonError",
+        "sample.csv",
+    ),
+    Case(
+        "fields-missing",
+        "models and files",
+        with_file("--fields", _missing("fields.gpkg")),
+        "AgrimonError",
+        "fields.gpkg",
+    ),
+    Case(
+        "fields-garbage",
+        "models and files",
+        with_file("--fields", _file_named("fields.geojson")),
+        "AgrimonError",
+        "fields.geojson",
+    ),
+    Case(
+        "out-is-a-file",
+        "models and files",
+        with_file("--out", _file_named("outputs")),
+        "AgrimonError",
+        "outputs",
+    ),
+    Case(
+        "compare-missing",
+        "models and files",
+        with_file("--compare", _missing("earlier-run")),
+        "AgrimonError",
+        "earlier-run",
+    ),
+    Case(
+        "aoi-shapefile-without-prj-in-utm",
+        "AOI file",
+        _shapefile_without_prj_in_utm,
+        "AoiCoordinateError",
+        "prj",
+    ),
+    Case(
+        "cache-clear-of-a-folder-it-did-not-make",
+        "cache",
+        _foreign_cache,
+        "AgrimonError",
+        "my documents",
+    ),
+]
