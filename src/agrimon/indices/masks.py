@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from agrimon.errors import ConfigError
-from agrimon.indices.spectral import ndsi
+from agrimon.indices.spectral import STRIP_VALUES, ndsi
 from agrimon.sources.base import BANDS, SCL
 
 # Sen2Cor scene classification codes.
@@ -236,10 +236,6 @@ def _resolve(stack: xr.Dataset, method: Method) -> Method:
             "load them or use 'auto'"
         )
     return method
-
-
-#: Values per strip of :func:`_classes_in`: its temporaries stay in the CPU's cache.
-STRIP_VALUES = 1 << 16
 
 
 def _classes_in(scl: NDArray[np.uint8], bits: int, inside: bool) -> NDArray[np.bool_]:

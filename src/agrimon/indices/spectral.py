@@ -152,11 +152,6 @@ def apply_index(name: str, stack: xr.Dataset, clear: xr.DataArray | None = None)
     return _apply(KERNELS[name], bands, screen=True, clear=clear).rename(name)
 
 
-def plausible(band: xr.DataArray) -> xr.DataArray:
-    """``band`` with reflectances outside ``[VALID_MIN, VALID_MAX]`` set to NaN."""
-    return band.where((band >= VALID_MIN) & (band <= VALID_MAX))
-
-
 def _nd(a: NDArray[Any], b: NDArray[Any]) -> NDArray[Any]:
     return np.asarray((a - b) / (a + b))
 
