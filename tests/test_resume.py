@@ -57,8 +57,12 @@ def test_a_killed_run_resumes_with_its_finished_tiles_and_equals_an_uninterrupte
     again = _run(["run", *SEASON, "--out", str(out), "--verbose"], env)
     assert again.returncode == 0, again.stderr[-3000:]
     log = again.stderr
-    # The finished tiles came back from the cache; only the others were computed.
-    assert len(re.findall(r"Task run 'tile \S+' - Finished in state Cached", log)) == len(done)
+    # The finished tiles came back: from Prefect's cache, or, for a tile killed between
+    # saving its files and Prefect recording its result, from its saved files (run_tile).
+    # Only the others were computed.
+    cached = re.findall(r"Task run 'tile \S+' - Finished in state Cached", log)
+    assert len(cached) + log.count(": reusing its finished results") == len(done)
+    assert len(cached) >= len(done) - 1  # only the tile being saved at the kill can miss
     assert log.count(": computed and saved") == total - len(done)
     final = out / "grootfontein" / "2023-11-01_2024-03-31"
     assert not work.exists()  # published: the work folder went with it
