@@ -1254,6 +1254,34 @@ def test_zip_with_two_shapefiles_reads_both_as_zones(tmp_path: Path) -> None:
     assert aoi.area_km2 == pytest.approx(expected, rel=1e-6)
 
 
+def test_repeated_zone_names_are_numbered_with_one_warning(tmp_path: Path) -> None:
+    # Two shapefiles of one farm tool, each naming its polygon "Camp": the products key the
+    # zones by name, so the runs crashed assembling the zones layer before the numbering.
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for i, stem in enumerate(("north", "south")):
+        gpd.GeoDataFrame(
+            {"name": ["Camp", "Camp (2)"][: i + 1]},
+            geometry=[
+                box(18.2 + i / 10, -19.6, 18.21 + i / 10, -19.59),
+                box(18.5, -19.6, 18.51, -19.59),
+            ][: i + 1],
+            crs=4326,
+        ).to_file(folder / f"{stem}.shp")
+    path = _zip(sorted(folder.iterdir()), tmp_path / "farm.zip")
+
+    with pytest.warns(
+        AoiRepairedWarning,
+        match=r"zone names repeat, so 1 zone\(s\) were numbered \('Camp \(3\)'\)",
+    ):
+        aoi = read_aoi(path)
+
+    # "Camp (2)" is the file's own name, so the repeated "Camp" becomes "Camp (3)".
+    assert aoi.zones["name"].tolist() == ["Camp", "Camp (3)", "Camp (2)"]
+    assert aoi.zones["zone_id"].tolist() == [1, 2, 3]
+    assert aoi.zones.geometry.iloc[1].bounds == pytest.approx((18.3, -19.6, 18.31, -19.59))
+
+
 # --- names of AOIs in any script --------------------------------------------------------------
 
 

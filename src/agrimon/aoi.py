@@ -740,11 +740,47 @@ def _build_zones(frame: gpd.GeoDataFrame, path: Path) -> gpd.GeoDataFrame:
             AoiRepairedWarning,
             stacklevel=3,
         )
+    unique = unique_names(kept_names)
+    renamed = [f"'{_one_line(b)}'" for a, b in zip(kept_names, unique, strict=True) if a != b]
+    if renamed:
+        # Products key the zones by name (tables, the zones layer): two of one name would
+        # merge, so the later ones get a number, as QGIS users see them in the tables.
+        warnings.warn(
+            f"AOI file '{path}': zone names repeat, so {len(renamed)} zone(s) were numbered "
+            f"({', '.join(renamed[:3])}{' …' if len(renamed) > 3 else ''}): give each "
+            "feature its own name to choose them",
+            AoiRepairedWarning,
+            stacklevel=3,
+        )
     return gpd.GeoDataFrame(
-        {"zone_id": range(1, len(kept_geoms) + 1), "name": kept_names},
+        {"zone_id": range(1, len(kept_geoms) + 1), "name": unique},
         geometry=kept_geoms,
         crs=4326,
     )
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """``names`` with each repeat numbered: ``a, a, b, a`` → ``a, a (2), b, a (3)``.
+
+    A number already taken (a zone named ``a (2)`` in the file) is skipped.
+    """
+    taken = set(names)
+    seen: dict[str, int] = {}
+    out: list[str] = []
+    for name in names:
+        count = seen.get(name, 0) + 1
+        seen[name] = count
+        if count == 1:
+            out.append(name)
+            continue
+        candidate = f"{name} ({count})"
+        while candidate in taken:
+            count += 1
+            candidate = f"{name} ({count})"
+        seen[name] = count
+        taken.add(candidate)
+        out.append(candidate)
+    return out
 
 
 # --- the 180° meridian ------------------------------------------------------------------------

@@ -109,14 +109,25 @@ def main(
     ] = False,
 ) -> None:
     """Plan and run agrimon flows."""
+    _SHOWN.clear()  # each command shows its own warnings (tests run several in one process)
     warnings.showwarning = _show_warning
+
+
+_SHOWN: set[str] = set()
 
 
 def _show_warning(
     message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
 ) -> None:
-    """One line per warning on stderr, without a traceback-like source line."""
-    err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+    """One line per warning on stderr, without a traceback-like source line, each once.
+
+    The AOI is read by the checks before the flow and again in it: its warnings once.
+    """
+    text = str(message)
+    if text in _SHOWN:
+        return
+    _SHOWN.add(text)
+    err_console.print(f"[yellow]warning:[/yellow] {text}", highlight=False, soft_wrap=True)
 
 
 def _guard(action: Callable[[], T]) -> T:

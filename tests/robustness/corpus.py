@@ -526,3 +526,161 @@ CASES += [
         "my documents",
     ),
 ]
+
+
+def _australia_swapped() -> str:
+    lon, lat = 135.0, -25.0
+    return collection(feature(polygon([[y, x] for x, y in ring(lon, lat)])))
+
+
+def _labels(
+    name: str, classes: list[str], column: str = "class", epsg: int = 4326
+) -> Callable[[Path], list[str]]:
+    """``agrimon train invasive`` of the good AOI with a labels file of ``classes``."""
+
+    def build(folder: Path) -> list[str]:
+        import geopandas as gpd
+        from shapely.geometry import box
+
+        half = SIDE / 2
+        boxes = [
+            box(LON + k * half, LAT, LON + (k + 1) * half, LAT + SIDE) for k in range(len(classes))
+        ]
+        frame = gpd.GeoDataFrame({column: classes}, geometry=boxes, crs=4326)
+        if epsg != 4326:
+            # Metres written under a CRS that is not theirs: the labels land far away.
+            frame = frame.to_crs(32734).set_crs(epsg, allow_override=True)
+        path = folder / name
+        frame.to_file(path)
+        args = good_aoi()(folder)
+        return ["train", "invasive", args[1], "--labels", str(path), "--out", str(folder / "model")]
+
+    return build
+
+
+def _yield_data(tables: dict[str, str]) -> Callable[[Path], list[str]]:
+    """``agrimon yield backtest`` of a CY-Bench folder holding ``tables`` (name → CSV text)."""
+
+    def build(folder: Path) -> list[str]:
+        data = folder / "cybench" / "maize" / "ES"
+        data.mkdir(parents=True)
+        for name, text in tables.items():
+            (data / f"{name}_maize_ES.csv").write_text(text, encoding="utf-8")
+        return [
+            "yield",
+            "backtest",
+            "--data",
+            str(folder / "cybench"),
+            "--crop",
+            "maize",
+            "--country",
+            "ES",
+        ]
+
+    return build
+
+
+CALENDAR = "crop_name,adm_id,sos,eos\nmaize,ES11,120,270\n"
+
+
+def _mounted(options: str) -> Callable[[Path], list[str]]:
+    """A run whose ``--out`` is a small tmpfs mounted with ``options`` (skips where it can't)."""
+
+    def build(folder: Path) -> list[str]:
+        import subprocess
+
+        import pytest
+
+        mount = folder / "disk"
+        mount.mkdir()
+        made = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if made.returncode != 0:
+            mount.rmdir()
+            pytest.skip(f"cannot mount a tmpfs here ({made.stderr.strip()}): needs root")
+        args = good_aoi("--start", "2024-02-01", "--end", "2024-02-15", "--no-phenology")(folder)
+        return [*args[:2], "--out", str(mount), *args[4:]]
+
+    return build
+
+
+def unmount(folder: Path) -> None:
+    """Undo what :func:`_mounted` mounted in ``folder`` (nothing if it mounted nothing)."""
+    import subprocess
+
+    mount = folder / "disk"
+    if mount.is_mount():
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+CASES += [
+    Case(
+        "aoi-swapped-lon-lat",
+        "AOI file",
+        aoi_text("swapped.geojson", _australia_swapped()),
+        "AoiCoordinateError",
+        "swapped",
+    ),
+    Case(
+        "dates-period-without-scenes",
+        "dates",
+        good_aoi("--start", "2024-02-01", "--end", "2024-02-01"),
+        "SourceError",
+        "no scenes",
+    ),
+    Case(
+        "labels-wrong-column",
+        "models and files",
+        _labels("kinds.gpkg", ["encroached", "open"], column="kind"),
+        "LabelError",
+        "--class-column",
+    ),
+    Case(
+        "labels-one-class",
+        "models and files",
+        _labels("one.gpkg", ["encroached", "encroached"]),
+        "LabelError",
+        "two classes",
+    ),
+    Case("labels-empty", "models and files", _labels("none.gpkg", []), "LabelError", "no features"),
+    Case(
+        "reference-not-a-sample",
+        "models and files",
+        with_file("--reference", _file_named("sample.csv", "x,y,class\n1,2,open\n")),
+        "AgrimonError",
+        "agrimon sample",
+    ),
+    Case(
+        "yield-no-calendar",
+        "models and files",
+        _yield_data({"yield": "crop_name,adm_id,harvest_year,yield\nmaize,ES11,2020,9\n"}),
+        "YieldDataError",
+        "crop_calendar",
+    ),
+    Case(
+        "yield-wrong-columns",
+        "models and files",
+        _yield_data({"crop_calendar": CALENDAR, "yield": "a,b\n1,2\n"}),
+        "YieldDataError",
+        "harvest_year",
+    ),
+    Case(
+        "yield-empty",
+        "models and files",
+        _yield_data({"crop_calendar": CALENDAR, "yield": "crop_name,adm_id,harvest_year,yield\n"}),
+        "YieldDataError",
+        "no yields",
+    ),
+    Case("out-full-file-system", "models and files", _mounted("size=64k"), "ProductError", "space"),
+    Case("out-read-only", "models and files", _mounted("ro,size=64k"), "AgrimonError", "disk"),
+]
+
+#: What a case leaves to undo, by case id (its folder is given).
+CLEANUP: dict[str, Callable[[Path], None]] = {
+    "out-full-file-system": unmount,
+    "out-read-only": unmount,
+}

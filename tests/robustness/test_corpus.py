@@ -23,7 +23,7 @@ import agrimon.cli_yield
 from agrimon import errors
 from agrimon.cli import app
 
-from .corpus import CASES, Case
+from .corpus import CASES, CLEANUP, Case
 
 runner = CliRunner()
 
@@ -72,6 +72,14 @@ def test_a_bad_input_fails_in_one_line_with_exit_2(
 ) -> None:
     folder = tmp_path / "case"
     folder.mkdir()
+    try:
+        _check(case, folder, raised)
+    finally:
+        if case.id in CLEANUP:
+            CLEANUP[case.id](folder)
+
+
+def _check(case: Case, folder: Path, raised: list[errors.AgrimonError]) -> None:
     args = case.build(folder)
     before, temp_before = _tree(folder), _temp_entries()
     result = runner.invoke(app, args)
