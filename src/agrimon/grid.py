@@ -114,8 +114,12 @@ def utm_epsg(lon: float, lat: float) -> int:
     Returns:
         326zz for the northern hemisphere, 327zz for the southern.
     """
-    zone = min(math.floor((lon + 180.0) / 6.0) + 1, 60)
-    return (32600 if lat >= 0 else 32700) + zone
+    zone = math.floor((lon + 180.0) / 6.0) + 1
+    # ``lon + 180`` rounds a longitude a hair west of a border onto it: compare with the
+    # zone's exact western border instead.
+    if lon < -180.0 + (zone - 1) * 6.0:
+        zone -= 1
+    return (32600 if lat >= 0 else 32700) + min(max(zone, 1), 60)
 
 
 def snap_bounds(
