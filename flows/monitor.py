@@ -10,10 +10,12 @@ mosaics, vectors, tables, report, catalog and manifest from the persisted tiles.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from prefect import Task, flow, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
@@ -23,6 +25,7 @@ from prefect.futures import as_completed
 from agrimon import monitor as stages
 from agrimon.cluster import tile_cluster, warm_workers
 from agrimon.config import RunSpec
+from agrimon.errors import AgrimonError
 from agrimon.plan import RunPlan
 from agrimon.products.manifest import RunClock
 from agrimon.products.summary import report_link, run_summary
@@ -36,6 +39,33 @@ _log = logging.getLogger("agrimon.monitor")
 RESULTS_FOLDER = "prefect-results"
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _unchained(stage: Callable[P, R]) -> Callable[P, R]:
+    """``stage``, whose :class:`AgrimonError` reaches Prefect without the errors behind it.
+
+    Prefect pickles a failed run's exception into its result storage (``PREFECT_HOME``, or
+    the run's work folder), causes included; a source's error is caused by the HTTP error
+    of the request that failed, which holds that request, its ``Authorization`` header with
+    the access token too. The error's own one-line message says what went wrong.
+    """
+
+    @functools.wraps(stage)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return stage(*args, **kwargs)
+        except AgrimonError as err:
+            failure = err
+        # Raised outside the except block, so that Python chains nothing to it again.
+        failure.__cause__ = failure.__context__ = None
+        failure.__suppress_context__ = True
+        raise failure
+
+    return run
+
+
 def _key(work: TileWork) -> str:
     return f"agrimon-tile-{work.key}"
 
@@ -46,18 +76,21 @@ def _tile_key(context: Any, parameters: dict[str, Any]) -> str:
 
 
 @task(name="plan tiles", cache_policy=NO_CACHE)
+@_unchained
 def plan_tiles(spec: RunSpec) -> RunPlan:
     """Read the AOI, tile it and find the scenes of each tile."""
     return stages.make_plan(spec)
 
 
 @task(name="tile", cache_key_fn=_tile_key, persist_result=True)
+@_unchained
 def tile(work: TileWork) -> TileResult:
     """Compute one tile's layers, map and zonal partials and persist them (or reuse them)."""
     return run_tile(work)
 
 
 @task(name="assemble products", cache_policy=NO_CACHE)
+@_unchained
 def assemble(
     plan: RunPlan, results: list[TileResult], clock: RunClock, address: str | None
 ) -> Path:
@@ -69,6 +102,7 @@ def assemble(
 
 
 @task(name="publish artifacts", cache_policy=NO_CACHE)
+@_unchained
 def publish_artifacts(folder: Path, aoi_name: str) -> None:
     """The run's summary (Markdown) and a link to its report, as Prefect artifacts."""
     key = artifact_key(aoi_name)
@@ -92,6 +126,7 @@ def artifact_key(aoi_name: str) -> str:
 
 
 @flow(name="monitor", log_prints=True)
+@_unchained
 def monitor(spec: RunSpec) -> Path:
     """Monitor an AOI over a period and write its products.
 

@@ -8,11 +8,13 @@ tests of agrimon's STAC source against it mean something.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pystac
@@ -357,3 +359,26 @@ def test_cog_503_is_retried_by_gdal(fresh: FakeServer) -> None:
     data, _ = read_asset(fresh, href, GDAL_HTTP_MAX_RETRY=3, GDAL_HTTP_RETRY_DELAY=0.01)
     assert np.array_equal(data, original_band(SCENE_DATES[2], BAND_IDS.index("B08") + 1)[0])
     assert fresh.count("/cogs/") >= 3
+
+
+def test_reset_breaks_the_connection_mid_body_then_a_clean_read_works(fresh: FakeServer) -> None:
+    href = fresh.state["items"][0]["assets"]["red"]["href"]
+    fresh.inject("/cogs/", "reset", times=2)
+    with pytest.raises(requests.ConnectionError, match="reset by peer"):
+        requests.head(href, timeout=5)  # no answer at all
+    with pytest.raises(requests.exceptions.ChunkedEncodingError, match="reset by peer"):
+        requests.get(href, timeout=5)  # headers, half the body, then RST
+    assert fresh.faults_left() == 0
+    assert requests.get(href, timeout=5).content == fresh.state["files"][urlsplit(href).path]
+
+
+def test_slow_answers_late_so_a_shorter_timeout_gives_up(fresh: FakeServer) -> None:
+    fresh.inject("/conformance", "slow", delay_s=1.5)
+    started = time.monotonic()
+    with pytest.raises(requests.ReadTimeout):
+        requests.get(f"{fresh.url}/conformance", timeout=0.3)
+    assert time.monotonic() - started < 1.0
+    fresh.inject("/conformance", "slow", delay_s=0.3)
+    late = requests.get(f"{fresh.url}/conformance", timeout=5)  # a patient client gets it
+    assert late.status_code == 200 and "conformsTo" in late.json()
+    assert fresh.faults_left() == 0 and fresh.count("/conformance") == 2

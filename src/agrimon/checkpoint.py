@@ -96,7 +96,22 @@ def load_verified(
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling refuses anything but weights and plain types
-        raise ModelError(f"model checkpoint {path} cannot be loaded safely ({err})") from err
+        raise ModelError(
+            f"model checkpoint {path} cannot be loaded safely ({_load_reason(err)}): use a "
+            f"checkpoint that '{trainer}' wrote"
+        ) from err
     if not isinstance(payload, dict) or payload.get("format") != fmt:
         raise ModelError(f"{path} is not an agrimon checkpoint of format {fmt}")
     return payload, card, path
+
+
+def _load_reason(err: Exception) -> str:
+    """The one line of a failed ``torch.load`` that says why, without torch's advice.
+
+    torch's weights-only refusal spans several lines and suggests loading again with
+    ``weights_only=False``, which would run the file's code: only its reason is kept.
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    boilerplate = ("Weights only load failed", "Check the documentation of torch.load")
+    reasons = [line for line in lines if not line.startswith(boilerplate)]
+    return (reasons or lines or [type(err).__name__])[0].rstrip(".")

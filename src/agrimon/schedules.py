@@ -61,6 +61,10 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _LAST = re.compile(r"^last\s+(\d+)\s+(day|days|month|months)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 RULE_HELP = "last N days, last N months, current season or previous season"
+#: Most values (mappings, lists and scalars, aliases counted as often as they are used) a
+#: schedules file may hold: a real one holds hundreds; YAML aliases could make a small file
+#: expand to billions ("billion laughs"), which the checks would then walk.
+MAX_SCHEDULE_VALUES = 100_000
 
 RuleKind = Literal["days", "months", "current season", "previous season"]
 
@@ -184,6 +188,10 @@ def read_schedules(path: Path) -> list[Schedule]:
     try:
         # ruamel (typed, a Prefect dependency) also refuses a key given twice in a mapping.
         loaded = YAML(typ="safe", pure=True).load(text)
+    except RecursionError:
+        raise ConfigError(
+            f"schedules file '{path}' is nested too deeply to be a schedules file: fix it"
+        ) from None
     except YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -191,6 +199,18 @@ def read_schedules(path: Path) -> list[Schedule]:
         raise ConfigError(
             f"schedules file '{path}' is not valid YAML{where} ({what}): fix it"
         ) from None
+    values = _expanded_values(loaded)
+    if values is None:
+        raise ConfigError(
+            f"schedules file '{path}' holds a value that contains itself (a YAML alias "
+            "inside its own anchor): write the values out"
+        )
+    if values > MAX_SCHEDULE_VALUES:
+        raise ConfigError(
+            f"schedules file '{path}' expands to {values:,} values (YAML aliases count each "
+            f"time they are used), more than the {MAX_SCHEDULE_VALUES:,} a schedules file "
+            "may hold: write the values out"
+        )
     entries = loaded.get("schedules") if isinstance(loaded, dict) else loaded
     if isinstance(loaded, dict) and set(loaded) - {"schedules"}:
         extra = sorted(str(k) for k in set(loaded) - {"schedules"})
@@ -215,6 +235,37 @@ def read_schedules(path: Path) -> list[Schedule]:
         seen.add(schedule.name)
         schedules.append(schedule)
     return schedules
+
+
+def _expanded_values(document: object) -> int | None:
+    """How many values ``document`` holds with every alias expanded, or None for a cycle.
+
+    Counted without expanding anything: each mapping or list once, its size remembered, so
+    a file of nested aliases costs the time of its own length.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[object, bool]] = [(document, False)]
+    while stack:
+        node, done = stack.pop()
+        if not isinstance(node, dict | list):
+            continue
+        key = id(node)
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        if done:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(
+                sizes[id(c)] if isinstance(c, dict | list) else 1 for c in children
+            )
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            return None
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if isinstance(c, dict | list))
+    return sizes.get(id(document), 1)
 
 
 def parse_rule(text: str) -> PeriodRule:

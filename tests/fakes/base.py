@@ -2,31 +2,41 @@
 
 Each fake subclasses :class:`FakeHandler` for its routes. Tests arm faults on a path prefix
 (``server.inject("/cogs/", "503", times=2)``): the next matching requests get the fault
-instead of the real answer. Every request is recorded so tests can count them.
+instead of the real answer (``"slow"``: the real answer, late). Every request is recorded
+so tests can count them.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
+import struct
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-FaultKind = Literal["429", "503", "500", "401", "403", "truncate", "corrupt"]
+FaultKind = Literal["429", "503", "500", "401", "403", "truncate", "corrupt", "reset", "slow"]
+#: How long a ``slow`` fault holds its answer back by default, seconds.
+SLOW_DELAY_S = 2.0
 
 
 @dataclass
 class Fault:
-    """One armed fault: ``kind`` for the next ``times`` requests under ``prefix``."""
+    """One armed fault: ``kind`` for the next ``times`` requests under ``prefix``.
+
+    ``delay_s`` is how long a ``slow`` fault waits before it answers.
+    """
 
     prefix: str
     kind: FaultKind
     times: int = 1
     retry_after_ms: int = 0
+    delay_s: float = SLOW_DELAY_S
 
 
 class FakeServer(ThreadingHTTPServer):
@@ -49,11 +59,22 @@ class FakeServer(ThreadingHTTPServer):
         return f"http://{host!s}:{port}"
 
     def inject(
-        self, prefix: str, kind: FaultKind, *, times: int = 1, retry_after_ms: int = 0
+        self,
+        prefix: str,
+        kind: FaultKind,
+        *,
+        times: int = 1,
+        retry_after_ms: int = 0,
+        delay_s: float = SLOW_DELAY_S,
     ) -> None:
         """Arm a fault for the next ``times`` requests whose path starts with ``prefix``."""
         with self._lock:
-            self.faults.append(Fault(prefix, kind, times, retry_after_ms))
+            self.faults.append(Fault(prefix, kind, times, retry_after_ms, delay_s))
+
+    def faults_left(self) -> int:
+        """Uses left of the armed faults (0: every armed fault was served)."""
+        with self._lock:
+            return sum(max(f.times, 0) for f in self.faults)
 
     def take_fault(self, path: str) -> Fault | None:
         """Consume one use of the first armed fault matching ``path``."""
@@ -112,6 +133,13 @@ class FakeHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Keep test output quiet."""
+
+    def handle(self) -> None:
+        """Serve one connection; a client hanging up mid-reply (after a fault) is no error."""
+        try:
+            super().handle()
+        except (ConnectionResetError, BrokenPipeError):
+            self.close_connection = True
 
     def body_json(self) -> Any:
         """The request body parsed as JSON (form bodies: see :meth:`body_form`)."""
@@ -174,12 +202,22 @@ class FakeHandler(BaseHTTPRequestHandler):
     def apply_fault(self, payload: bytes | None = None) -> bool:
         """Answer with an armed fault for this path, if any; True when one was sent.
 
-        ``truncate`` sends half of ``payload`` while declaring its full length; ``corrupt``
-        sends ``payload`` with its middle bytes scrambled (a TIFF that fails to decode).
+        ``truncate`` sends half of ``payload`` while declaring its full length, then closes
+        the connection; ``reset`` does the same but resets the connection (TCP RST, what a
+        crashed proxy does) instead of closing it, and answers a ``HEAD`` with a reset
+        alone; ``corrupt`` sends ``payload`` with its middle bytes scrambled (a TIFF that
+        fails to decode); ``slow`` waits ``delay_s`` and then lets the real answer go (False
+        is returned), by when a client with a shorter timeout has given up.
         """
         fault = self.server.take_fault(self.path)
         if fault is None:
             return False
+        if fault.kind == "slow":
+            time.sleep(fault.delay_s)
+            return False
+        if fault.kind == "reset":
+            self._reset(payload or b"")
+            return True
         if fault.kind in ("429", "503", "500", "401", "403"):
             code = int(fault.kind)
             reason = self.responses.get(code, ("Error",))[0]
@@ -206,3 +244,17 @@ class FakeHandler(BaseHTTPRequestHandler):
         scrambled[start:stop] = b"\xff" * (stop - start)
         self.send_bytes(bytes(scrambled), content_type="image/tiff")
         return True
+
+    def _reset(self, data: bytes) -> None:
+        """Send the headers and half of ``data`` (nothing for ``HEAD``), then reset."""
+        if self.command != "HEAD":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+        # SO_LINGER with a zero timeout: close() sends RST instead of FIN.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        self.close_connection = True

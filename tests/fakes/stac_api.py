@@ -590,13 +590,6 @@ class StacHandler(FakeHandler):
         items: list[dict[str, Any]] = self.server.state["items"]
         return items
 
-    def handle(self) -> None:
-        """Serve one connection; a client hanging up mid-reply (after a fault) is no error."""
-        try:
-            super().handle()
-        except (ConnectionResetError, BrokenPipeError):
-            self.close_connection = True
-
     def _not_found(self, what: str) -> None:
         self.send_json({"code": "NotFound", "description": f"{what} not found"}, status=404)
 
