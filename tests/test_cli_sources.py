@@ -25,7 +25,11 @@ from .conftest import (
     slovenia_aoi,
 )
 from .fakes.base import FakeServer
-from .fakes.sentinelhub_api import CLIENT_ID, CLIENT_SECRET, fake_sentinelhub, token_url
+from .fakes.sentinelhub_api import (
+    CLIENT_SECRET,
+    cli_options,
+    fake_sentinelhub,
+)
 from .fakes.stac_api import StacFakeConfig, stac_fake
 from .test_cli import AGRIMON
 
@@ -186,16 +190,7 @@ def sh_server() -> Iterator[FakeServer]:
 
 def _sh_args(server: FakeServer, secret: str, tmp_path: Path) -> list[str]:
     return [
-        "--source",
-        "sentinelhub",
-        "--sh-base-url",
-        server.url,
-        "--sh-token-url",
-        token_url(server),
-        "--sh-client-id",
-        CLIENT_ID,
-        "--sh-client-secret",
-        secret,
+        *cli_options(server, secret),
         "--level",
         "l1c",
         "--max-cloud",

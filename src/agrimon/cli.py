@@ -298,6 +298,14 @@ _RUN_OPTIONS: list[tuple[str, Any, Any]] = [
     _option("cache_dir", Path, DEFAULT_CACHE_DIR, "Response cache folder.", "DIR"),
     _option("no_cache", bool, False, "Neither read nor write the cache.", None, "--no-cache"),
     _option("retries", int, 4, "Attempts per remote call.", "N"),
+    _option(
+        "timeout_s",
+        float,
+        60.0,
+        "Seconds to wait for a remote reply before trying again.",
+        "SECONDS",
+        "--timeout",
+    ),
 ]
 _SETTINGS_FIELDS = (
     "level",
@@ -314,6 +322,7 @@ _SETTINGS_FIELDS = (
     "cache_dir",
     "no_cache",
     "retries",
+    "timeout_s",
 )
 
 

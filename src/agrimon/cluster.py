@@ -12,7 +12,15 @@ from concurrent.futures import Executor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from agrimon.errors import ConfigError
+from agrimon.errors import ClusterError, ConfigError
+from agrimon.quiet import demote
+
+# A lost worker, as the scheduler, the client and the nanny log it: dask reruns its tasks
+# elsewhere, and a tile it gives up on is reported once by :func:`lost_worker`.
+demote("distributed.scheduler", logging.ERROR, "workers died while trying", "Couldn't gather")
+demote("distributed.scheduler", logging.WARNING, "caused the cluster to lose")
+demote("distributed.client", logging.WARNING, "Couldn't gather")
+demote("distributed.nanny", logging.WARNING, "Restarting worker")
 
 #: Environment variable naming a scheduler, as dask-distributed's own tools use it.
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
@@ -192,6 +200,32 @@ def _kill_workers(cluster: object) -> None:
         if isinstance(pid, int):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def lost_worker(err: BaseException, tile_id: str) -> ClusterError | None:
+    """The one-line error for a tile whose workers all died computing it, else None.
+
+    Dask gives a task to another worker when the one computing it dies, and gives up
+    (``KilledWorker``) once ``distributed.scheduler.allowed-failures`` more have died on
+    it: most often each ran out of memory on the tile.
+
+    Args:
+        err: What the tile's future raised.
+        tile_id: The tile, named in the message.
+    """
+    try:
+        from distributed.scheduler import KilledWorker
+    except ImportError:
+        return None
+    if not isinstance(err, KilledWorker):
+        return None
+    deaths = err.allowed_failures + 1
+    times = "once" if deaths == 1 else f"{deaths} times"
+    return ClusterError(
+        f"tile {tile_id}: the Dask worker computing it died {times} (out of memory, or "
+        "killed); rerun the same command to resume from the finished tiles, with fewer "
+        "--workers or a smaller --chunk-px if memory is short"
+    )
 
 
 def on_worker() -> bool:

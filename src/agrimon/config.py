@@ -131,7 +131,7 @@ class RunSpec(BaseModel):
 
 
 #: Fields whose command-line name is not ``--`` + the field name with dashes.
-_FLAGS = {"aoi": "AOI", "max_area_km2": "--max-area"}
+_FLAGS = {"aoi": "AOI", "max_area_km2": "--max-area", "timeout_s": "--timeout"}
 
 
 def flag_name(loc: tuple[int | str, ...]) -> str:

@@ -61,6 +61,10 @@ class OrchestrationError(AgrimonError):
     """The Prefect API a run needs cannot be reached or started."""
 
 
+class ClusterError(AgrimonError):
+    """The Dask cluster lost the workers computing a tile (out of memory, killed)."""
+
+
 class InterruptedRun(AgrimonError):  # noqa: N818 - it is a stop, not a failure
     """A run was stopped by a signal (Ctrl-C, SIGTERM); nothing was published."""
 

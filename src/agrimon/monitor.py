@@ -25,6 +25,7 @@ from agrimon.checkpoint import CARD_JSON
 from agrimon.cluster import (
     assembly_pool,
     check_scheduler,
+    lost_worker,
     run_jobs,
     tile_cluster,
     warm_workers,
@@ -640,7 +641,14 @@ def gather_tiles(
     results: list[TileResult | None] = [None] * len(works)
     report_tiles(0, [w.tile for w in works], len(works))
     for done, future in enumerate(completed, start=1):
-        results[position[id(future)]] = future.result()
+        i = position[id(future)]
+        try:
+            results[i] = future.result()
+        except Exception as err:
+            lost = lost_worker(err, works[i].tile.id)
+            if lost is None:
+                raise
+            raise lost from None  # dask's message and worker state say nothing more
         left = [w.tile for w, r in zip(works, results, strict=True) if r is None]
         report_tiles(done, left, len(works))
     return [r for r in results if r is not None]

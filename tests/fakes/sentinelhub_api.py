@@ -501,3 +501,12 @@ def fake_sentinelhub(
 def token_url(server: FakeServer) -> str:
     """Token endpoint URL of a running fake."""
     return server.url + TOKEN_PATH
+
+
+def cli_options(server: FakeServer, secret: str = CLIENT_SECRET) -> list[str]:
+    """``agrimon run``'s options that point the ``sentinelhub`` source at a running fake."""
+    return [
+        *("--source", "sentinelhub", "--sh-base-url", server.url),
+        *("--sh-token-url", token_url(server), "--sh-client-id", CLIENT_ID),
+        *("--sh-client-secret", secret),
+    ]

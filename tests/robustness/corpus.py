@@ -583,29 +583,96 @@ def _yield_data(tables: dict[str, str]) -> Callable[[Path], list[str]]:
 CALENDAR = "crop_name,adm_id,sos,eos\nmaize,ES11,120,270\n"
 
 
+def _mount(folder: Path, options: str) -> Path:
+    """A small tmpfs mounted with ``options`` at ``folder/disk`` (skips where it can't)."""
+    import subprocess
+
+    import pytest
+
+    mount = folder / "disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        mount.rmdir()
+        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.strip()}): needs root")
+    return mount
+
+
 def _mounted(options: str) -> Callable[[Path], list[str]]:
-    """A run whose ``--out`` is a small tmpfs mounted with ``options`` (skips where it can't)."""
+    """A run whose ``--out`` is a small tmpfs mounted with ``options``."""
 
     def build(folder: Path) -> list[str]:
-        import subprocess
-
-        import pytest
-
-        mount = folder / "disk"
-        mount.mkdir()
-        made = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if made.returncode != 0:
-            mount.rmdir()
-            pytest.skip(f"cannot mount a tmpfs here ({made.stderr.strip()}): needs root")
+        mount = _mount(folder, options)
         args = good_aoi("--start", "2024-02-01", "--end", "2024-02-15", "--no-phenology")(folder)
         return [*args[:2], "--out", str(mount), *args[4:]]
 
     return build
+
+
+def _read_only_cache(folder: Path) -> list[str]:
+    """A STAC run whose ``--cache-dir`` lies on a read-only file system.
+
+    The cache is checked before the source is reached, so the URL is never asked.
+    """
+    mount = _mount(folder, "ro,size=64k")
+    args = good_aoi("--source", "stac", "--stac-url", "http://127.0.0.1:9/stac")(folder)
+    return [*args, "--cache-dir", str(mount / "cache")]
+
+
+def _other_feature_set(folder: Path) -> list[str]:
+    """A run given an encroachment model trained on a user's 3-band raster, not on a season."""
+    from agrimon.invasive.card import save_checkpoint
+    from agrimon.invasive.features import raster_feature_set
+    from agrimon.invasive.model import ModelConfig, build_classifier
+
+    config = ModelConfig(name="tempcnn", steps=3, per_step=1, static=0, classes=2)
+    save_checkpoint(
+        folder / "raster model",
+        build_classifier(config),
+        config=config,
+        feature_set=raster_feature_set(("b1", "b2", "b3")),
+        classes=("encroached", "open"),
+        target="encroached",
+        card={},
+    )
+    return [*good_aoi()(folder), "--invasive-model", str(folder / "raster model")]
+
+
+#: The fake STAC APIs the cases started, by case folder (stopped by :func:`stop_stac`).
+_SERVERS: dict[Path, Any] = {}
+
+
+def _cloudy_period(folder: Path) -> list[str]:
+    """Earth-Search-like STAC over the Slovenia scenes, in a period of one 61 %-cloudy scene.
+
+    Skips where the real scenes are missing (the fake serves them).
+    """
+    from tests.conftest import real_path, slovenia_aoi
+    from tests.fakes.stac_api import start_stac_fake
+
+    real_path("slovenia-s2", "scenes")
+    server = start_stac_fake(folder / "stac")
+    _SERVERS[folder] = server
+    path = folder / "ljubljana.geojson"
+    path.write_text(collection(feature(slovenia_aoi().__geo_interface__)), encoding="utf-8")
+    return run(
+        folder,
+        path,
+        *("--source", "stac", "--stac-url", server.url, "--no-cache", "--level", "l1c"),
+        *("--start", "2015-08-15", "--end", "2015-08-25", "--max-cloud", "50"),
+    )
+
+
+def stop_stac(folder: Path) -> None:
+    """Stop the fake a case started in ``folder``."""
+    server = _SERVERS.pop(folder, None)
+    if server is not None:
+        server.stop()
 
 
 def unmount(folder: Path) -> None:
@@ -677,10 +744,145 @@ CASES += [
     ),
     Case("out-full-file-system", "models and files", _mounted("size=64k"), "ProductError", "space"),
     Case("out-read-only", "models and files", _mounted("ro,size=64k"), "AgrimonError", "disk"),
+    Case(
+        "labels-wrong-crs",
+        "models and files",
+        _labels("utm.gpkg", ["encroached", "open"], epsg=32633),
+        "LabelError",
+        "check the file's CRS",
+    ),
+    Case(
+        "invasive-model-other-feature-set",
+        "models and files",
+        _other_feature_set,
+        "ModelError",
+        "trained on feature set raster/v1",
+    ),
+    Case("cache-read-only", "cache", _read_only_cache, "ConfigError", "cannot be written"),
+    Case("dates-every-scene-cloudy", "dates", _cloudy_period, "SourceError", "--max-cloud (now 50"),
 ]
 
 #: What a case leaves to undo, by case id (its folder is given).
 CLEANUP: dict[str, Callable[[Path], None]] = {
     "out-full-file-system": unmount,
     "out-read-only": unmount,
+    "cache-read-only": unmount,
+    "dates-every-scene-cloudy": stop_stac,
 }
+
+
+@dataclass(frozen=True)
+class Unusual:
+    """An odd but valid input: planned, not refused.
+
+    Attributes:
+        id: Short name (the test id).
+        build: Writes the input under the folder it is given and returns the arguments.
+        expect: Regular expressions the command's output (standard output, then standard
+            error: its warnings) must each match.
+    """
+
+    id: str
+    build: Callable[[Path], list[str]]
+    expect: tuple[str, ...]
+
+
+def plan(aoi: Callable[[Path], list[str]]) -> Callable[[Path], list[str]]:
+    """``agrimon plan`` of the AOI a ``run`` case builds (a plan writes nothing)."""
+
+    def build(folder: Path) -> list[str]:
+        return ["plan", aoi(folder)[1]]
+
+    return build
+
+
+def _two_shapefiles(folder: Path) -> list[str]:
+    """A zip of two Shapefiles (two farms' exports), each naming its one polygon "Camp"."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    path = folder / "farms.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for k, name in enumerate(("north", "south")):
+            part = folder / "parts" / name
+            part.mkdir(parents=True)
+            west, south = LON + 2 * k * SIDE, LAT
+            square = box(west, south, west + SIDE, south + SIDE)
+            gpd.GeoDataFrame({"name": ["Camp"]}, geometry=[square], crs=4326).to_file(
+                part / f"{name}.shp"
+            )
+            for member in part.iterdir():
+                archive.write(member, member.name)
+    for member in (folder / "parts").rglob("*"):
+        if member.is_file():
+            member.unlink()
+    return run(folder, path)
+
+
+def _lonlat(points: list[tuple[float, float]], z: float | None = None) -> dict[str, Any]:
+    ring_ = [[x, y] if z is None else [x, y, z] for x, y in [*points, points[0]]]
+    return polygon(ring_)
+
+
+UNUSUAL: list[Unusual] = [
+    Unusual(
+        "aoi-3d-coordinates",
+        plan(
+            aoi_text(
+                "hills.geojson",
+                collection(
+                    feature(
+                        _lonlat(
+                            [
+                                (LON, LAT),
+                                (LON + SIDE, LAT),
+                                (LON + SIDE, LAT + SIDE),
+                                (LON, LAT + SIDE),
+                            ],
+                            1100.0,
+                        )
+                    )
+                ),
+            )
+        ),
+        (r"32734 \(UTM 34S\)", r"tiles\s+1 of"),
+    ),
+    Unusual(
+        "aoi-across-a-utm-zone-border",
+        plan(
+            aoi_text(
+                "border.geojson",
+                collection(
+                    feature(
+                        _lonlat(
+                            [(17.99, LAT), (18.01, LAT), (18.01, LAT + SIDE), (17.99, LAT + SIDE)]
+                        )
+                    )
+                ),
+            )
+        ),
+        (r"32733 \(UTM 33S\), 32734 \(UTM 34S\)", r"tiles\s+2 of"),
+    ),
+    Unusual(
+        "aoi-across-the-antimeridian",
+        plan(
+            aoi_text(
+                "fiji.geojson",
+                collection(
+                    feature(
+                        _lonlat(
+                            [(179.99, -17.0), (-179.99, -17.0), (-179.99, -16.99), (179.99, -16.99)]
+                        )
+                    )
+                ),
+            )
+        ),
+        # 0.02° of longitude, not 359.98°: about 2.1 km × 1.1 km.
+        (r"32701 \(UTM 1S\), 32760 \(UTM 60S\)", r"area\s+2\.4 km²"),
+    ),
+    Unusual(
+        "aoi-zip-of-two-shapefiles",
+        plan(_two_shapefiles),
+        (r"farms, 2 zones", r"warning: .*zone names repeat.*'Camp \(2\)'"),
+    ),
+]

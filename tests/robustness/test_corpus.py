@@ -7,6 +7,7 @@ Each case must leave its output folder as it was and no stray temporary folder b
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ import agrimon.cli_yield
 from agrimon import errors
 from agrimon.cli import app
 
-from .corpus import CASES, CLEANUP, Case
+from .corpus import CASES, CLEANUP, UNUSUAL, Case, Unusual
 
 runner = CliRunner()
 
@@ -98,6 +99,21 @@ def _check(case: Case, folder: Path, raised: list[errors.AgrimonError]) -> None:
     assert _temp_entries() <= temp_before, (case.id, _temp_entries() - temp_before)
 
 
+@pytest.mark.parametrize("case", UNUSUAL, ids=[c.id for c in UNUSUAL])
+def test_an_unusual_but_valid_input_is_planned_not_refused(case: Unusual, tmp_path: Path) -> None:
+    folder = tmp_path / "case"
+    folder.mkdir()
+    args = case.build(folder)
+    before, temp_before = _tree(folder), _temp_entries()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, (case.id, result.output, result.stderr, result.exception)
+    text = result.stdout + result.stderr
+    for pattern in case.expect:
+        assert re.search(pattern, text), (case.id, pattern, text)
+    assert "error:" not in text and "Traceback" not in text, case.id
+    assert _tree(folder) == before and _temp_entries() <= temp_before, case.id
+
+
 def test_the_corpus_covers_what_it_claims() -> None:
     assert len(CASES) >= 60
     assert len({c.id for c in CASES}) == len(CASES)
@@ -128,3 +144,6 @@ def test_the_readme_table_counts_the_corpus() -> None:
         count = sum(1 for c in CASES if c.group == group)
         assert cells[1:] == [str(count), str(count), "0"], (group, cells[1:], count)
     assert set(README_ROWS) == {c.group for c in CASES}
+    (line,) = [v for v in rows.values() if v.startswith("| unusual but valid AOI files")]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1:] == [str(len(UNUSUAL)), str(len(UNUSUAL)), "0"], cells

@@ -634,6 +634,7 @@ class SentinelHubSource:
             max_download_attempts=self.settings.retries,
             download_sleep_time=self.settings.backoff_s,
             max_retries=self.settings.retries * _RATE_LIMIT_PATIENCE,
+            download_timeout_seconds=self.settings.timeout_s,
         )
 
     # search -----------------------------------------------------------------------------

@@ -34,6 +34,8 @@ class SourceSettings(BaseModel):
         cache_dir: Cache folder.
         no_cache: Neither read nor write the cache.
         retries: Attempts per remote call.
+        timeout_s: Seconds to wait for a reply (to connect, or between bytes of a reply)
+            before the attempt counts as failed and is retried.
         backoff_s: First wait between attempts (doubles each time).
     """
 
@@ -53,6 +55,7 @@ class SourceSettings(BaseModel):
     cache_dir: Path = DEFAULT_CACHE_DIR
     no_cache: bool = False
     retries: int = Field(default=4, ge=1, le=20)
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)
     backoff_s: float = Field(default=1.0, ge=0)
 
     def cache(self) -> Cache:

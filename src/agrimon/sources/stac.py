@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from urllib3.util.retry import Retry
 from agrimon.cache import request_key
 from agrimon.errors import ConfigError, SourceError
 from agrimon.grid import Tile
+from agrimon.quiet import demote
 from agrimon.retry import RetryableError, with_retries
 from agrimon.sources import bands as s2
 from agrimon.sources.base import (
@@ -93,6 +96,12 @@ GDAL_HTTP_ENV: dict[str, Any] = {
     "GDAL_HTTP_MULTIRANGE": "YES",
 }
 _PAGE_LIMIT = 100
+
+
+# Each failed try of a read (``GDAL HTTP error code: 0 … Retrying``): retried, and a read
+# that still fails is reported once, naming its scene and tile.
+demote("rasterio._env", logging.WARNING, " HTTP ")
+demote("odc.loader._rio", logging.ERROR, "Failed to load")
 
 
 # --- pure helpers -----------------------------------------------------------------------
@@ -283,7 +292,8 @@ class StacSource:
             raise_on_status=False,
         )
         try:
-            client = Client.open(self.url, stac_io=StacApiIO(max_retries=retry, timeout=60))
+            stac_io = StacApiIO(max_retries=retry, timeout=self.settings.timeout_s)
+            client = Client.open(self.url, stac_io=stac_io)
             search = client.search(
                 **{k: v for k, v in body.items() if k != "limit"}, limit=body["limit"]
             )
@@ -412,7 +422,10 @@ class StacSource:
 
             patch = planetary_computer.sign
         try:
-            with rasterio.Env(**GDAL_HTTP_ENV):
+            # A reply that stalls longer than the timeout fails this try (retried below);
+            # GDAL reads the option as whole seconds.
+            timeout = max(1, math.ceil(self.settings.timeout_s))
+            with rasterio.Env(**GDAL_HTTP_ENV, GDAL_HTTP_TIMEOUT=timeout):
                 ds = odc_stac.load(
                     [pystac.Item.from_dict(dict(item))],
                     bands=[key],
