@@ -98,8 +98,10 @@ def _signals_interrupt() -> Iterator[None]:
     sys.unraisablehook = _redeliver_lost_stops(previous_hook)
     try:
         yield
-    except KeyboardInterrupt as err:
-        signum = err.args[0] if err.args and isinstance(err.args[0], int) else signal.SIGINT
+    except BaseException as err:
+        signum = _stop_in_chain(err)
+        if signum is None:
+            raise
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         interrupted = InterruptedRun(
             f"interrupted by {name}: the run stopped and published nothing; rerun the same "
@@ -119,6 +121,23 @@ def _stop_signal(exc: BaseException | None) -> int | None:
     signum = getattr(exc, "signal", None)  # prefect.exceptions.TerminationSignal
     if isinstance(exc, BaseException) and not isinstance(exc, Exception):
         return signum if isinstance(signum, int) else None
+    return None
+
+
+def _stop_in_chain(exc: BaseException) -> int | None:
+    """The stop signal behind ``exc``: itself, or what it was raised while handling.
+
+    A stop that lands while Prefect sets up a task run makes its crash handler fail in
+    turn (``ValueError: Task run is not set``), raised while handling the stop.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        signum = _stop_signal(current)
+        if signum is not None:
+            return signum
+        current = current.__cause__ or current.__context__
     return None
 
 

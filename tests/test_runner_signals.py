@@ -1,4 +1,4 @@
-"""A stop signal that lands inside a weakref callback is not lost (flows.runner)."""
+"""Stop signals reach the run (flows.runner): lost in a weakref callback, or behind an error."""
 
 from __future__ import annotations
 
@@ -92,3 +92,32 @@ def test_other_unraisable_errors_still_reach_the_previous_hook(
         gc.collect()
     assert ref() is None
     assert [str(e) for e in seen] == ["a plain error in a callback"]
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_whose_handling_fails_in_prefect_is_still_a_stop(signum: int, code: int) -> None:
+    """SIGTERM as Prefect sets up a task run: its crash handler raises, handling the stop."""
+
+    def task_engine() -> None:
+        try:
+            signal.raise_signal(signum)
+            time.sleep(10)
+        except BaseException:
+            raise ValueError("Task run is not set")  # noqa: B904 (Prefect's, as it does it)
+
+    with pytest.raises(InterruptedRun) as caught:
+        _run(task_engine)
+    assert caught.value.exit_code == code
+
+
+def _fails_handling_another_error() -> None:
+    with _signals_interrupt():
+        try:
+            raise OSError("disk")
+        except OSError:
+            raise ValueError("plain")  # noqa: B904
+
+
+def test_an_error_without_a_stop_behind_it_is_not_a_stop() -> None:
+    with pytest.raises(ValueError, match="plain"):
+        _fails_handling_another_error()

@@ -176,27 +176,31 @@ def test_a_lasting_fault_is_one_line_and_the_same_command_then_completes(
     assert list((out / PRODUCTS.parent).glob(".*")) == []
 
 
-@pytest.mark.parametrize("damage", ["scrambled", "truncated", "emptied"])
-def test_damaged_cache_entries_are_fetched_again(fresh: Fakes, tmp_path: Path, damage: str) -> None:
+def _damage(entry: Path, how: str) -> None:
+    data = entry.read_bytes()
+    if how == "scrambled":  # the same length, 64 bytes flipped in the middle
+        middle = len(data) // 2
+        flipped = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+        entry.write_bytes(data[:middle] + flipped + data[middle + 64 :])
+    elif how == "truncated":
+        entry.write_bytes(data[: len(data) // 3])
+    else:
+        entry.write_bytes(b"")
+
+
+def test_damaged_cache_entries_are_fetched_again(fresh: Fakes, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     args = _args("stac", fresh, cache)
     first = _agrimon(*args, "--out", str(tmp_path / "first"), home=tmp_path / "prefect")
     assert first.returncode == 0, first.stderr[-3000:]
     entries = sorted(cache.rglob("*.bin"), key=lambda p: p.stat().st_size)
     assert len(entries) >= 6
-    # Damage every other entry, the search pages and the pixels alike.
-    damaged = entries[::2]
-    for entry in damaged:
-        data = entry.read_bytes()
-        if damage == "scrambled":
-            middle = len(data) // 2
-            entry.write_bytes(
-                data[:middle] + bytes(b ^ 0xFF for b in data[middle:][:64]) + data[middle + 64 :]
-            )
-        elif damage == "truncated":
-            entry.write_bytes(data[: len(data) // 3])
-        else:
-            entry.write_bytes(b"")
+    # Damage three of every four entries, the search pages and the pixels alike, each way.
+    damaged = []
+    for k, how in enumerate(("scrambled", "truncated", "emptied")):
+        for entry in entries[k::4]:
+            _damage(entry, how)
+            damaged.append(entry)
     fresh.stac.reset_counts()
     again = _agrimon(*args, "--out", str(tmp_path / "again"), home=tmp_path / "prefect")
     assert again.returncode == 0, again.stderr[-3000:]
